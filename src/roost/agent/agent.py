@@ -1,0 +1,210 @@
+"""The host agent: registers the host, watches the store for its machines, and runs a
+supervisor per machine.
+
+Every watcher lists at revision R and watches from R + 1; if the store compacted past
+its revision it lists again, so no change is ever missed. On start the agent first
+re-attaches to machines that outlived its previous run (through the driver and the
+journal), then reaps local leftovers the store no longer knows, and only then follows
+new changes — so a restart neither duplicates nor orphans a machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from roost.agent.supervisor import AgentContext, Supervisor
+from roost.api.views import rfc3339
+from roost.store import Compacted, StoreError
+from roost.store.records import (
+    Command,
+    HostRecord,
+    MachineRecord,
+    MachineStatus,
+    alive_key,
+    commands_prefix,
+    host_key,
+    machines_prefix,
+    status_prefix,
+)
+
+log = logging.getLogger("roost.agent")
+
+ALIVE_TTL = 10.0
+RETRY_DELAY = 1.0
+
+
+class Agent:
+    def __init__(self, ctx: AgentContext, *, alive_ttl: float = ALIVE_TTL) -> None:
+        self.ctx = ctx
+        self._alive_ttl = alive_ttl
+        self._supervisors: dict[str, Supervisor] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._lease = 0
+        self._synced = asyncio.Event()
+
+    @property
+    def host(self) -> HostRecord:
+        return self.ctx.host
+
+    async def start(self) -> None:
+        await self._register()
+        self._loops = [
+            asyncio.create_task(self._machines_loop(), name="agent-machines"),
+            asyncio.create_task(self._commands_loop(), name="agent-commands"),
+            asyncio.create_task(self._keepalive_loop(), name="agent-keepalive"),
+        ]
+        await self._synced.wait()
+
+    async def stop(self) -> None:
+        """Stop supervising; machines keep running and are adopted by the next agent."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for supervisor in self._supervisors.values():
+            await supervisor.close()
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._supervisors.clear()
+        self._tasks.clear()
+        if self._lease:
+            with contextlib.suppress(StoreError):
+                await self.ctx.store.revoke_lease(self._lease)
+
+    # -- registration -------------------------------------------------------------------
+
+    async def _register(self) -> None:
+        store = self.ctx.store
+        existing = await store.get(host_key(self.host.id))
+        if existing is not None:
+            previous = HostRecord.from_json(existing.value)
+            self.ctx.host.epoch = previous.epoch
+            self.ctx.host.cordoned = previous.cordoned
+        self.ctx.host.registered_at = rfc3339(self.ctx.clock())
+        await store.put(host_key(self.host.id), self.host.to_json())
+        self._lease = await store.grant_lease(self._alive_ttl)
+        await store.put(alive_key(self.host.id), str(self.host.epoch), lease=self._lease)
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._alive_ttl / 3)
+            try:
+                await self.ctx.store.keepalive(self._lease)
+            except StoreError:
+                log.warning("host liveness lease lost; registering again")
+                with contextlib.suppress(StoreError):
+                    self._lease = await self.ctx.store.grant_lease(self._alive_ttl)
+                    await self.ctx.store.put(
+                        alive_key(self.host.id), str(self.host.epoch), lease=self._lease
+                    )
+
+    # -- machines -----------------------------------------------------------------------
+
+    async def _machines_loop(self) -> None:
+        store = self.ctx.store
+        first = True
+        while True:
+            try:
+                listing = await store.range(machines_prefix())
+                statuses = {
+                    kv.key.removeprefix(status_prefix()): MachineStatus.from_json(kv.value)
+                    for kv in (await store.range(status_prefix())).kvs
+                }
+                mine: dict[str, MachineRecord] = {}
+                for kv in listing.kvs:
+                    record = MachineRecord.from_json(kv.value)
+                    if record.host_id == self.host.id:
+                        mine[record.id] = record
+                        self._dispatch(record, statuses.get(f"{record.app}/{record.id}"))
+                for mid, supervisor in list(self._supervisors.items()):
+                    if mid not in mine:
+                        supervisor.update(None)
+                if first:
+                    await self._reap(mine)
+                    first = False
+                    self._synced.set()
+                async for event in store.watch(machines_prefix(), listing.revision + 1):
+                    if event.type == "put":
+                        record = MachineRecord.from_json(event.kv.value)
+                        if record.host_id == self.host.id:
+                            self._dispatch(record, None)
+                    else:
+                        mid = event.kv.key.rsplit("/", 1)[1]
+                        if mid in self._supervisors:
+                            self._supervisors[mid].update(None)
+            except Compacted:
+                continue
+            except StoreError:
+                log.exception("watching machines failed; listing again")
+                await asyncio.sleep(RETRY_DELAY)
+
+    def _dispatch(self, record: MachineRecord, status: MachineStatus | None) -> None:
+        supervisor = self._supervisors.get(record.id)
+        if supervisor is not None and not supervisor.done:
+            supervisor.update(record)
+            return
+        finished = status is not None and status.state == "destroyed"
+        if record.desired == "destroyed" and finished:
+            return
+        if supervisor is not None and record.desired == "destroyed":
+            return
+        supervisor = Supervisor(self.ctx, record, status)
+        self._supervisors[record.id] = supervisor
+        self._tasks[record.id] = asyncio.create_task(
+            self._supervise(supervisor), name=f"machine-{record.id}"
+        )
+
+    async def _supervise(self, supervisor: Supervisor) -> None:
+        try:
+            await supervisor.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("machine %s: supervisor crashed", supervisor.machine_id)
+
+    async def _reap(self, mine: dict[str, MachineRecord]) -> None:
+        """Remove local machines the store does not place on this host any more."""
+        journal = self.ctx.journal
+        for mid, run in journal.active().items():
+            if mid not in mine:
+                journal.finish(run, "abandoned", "machine no longer assigned to this host")
+        for mid in self.ctx.driver.known():
+            if mid in mine:
+                continue
+            log.warning("machine %s: not in the store; destroying its leftovers", mid)
+            await self.ctx.driver.destroy(mid)
+            if self.ctx.networks is not None:
+                await self.ctx.networks.delete(mid)
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def _commands_loop(self) -> None:
+        store = self.ctx.store
+        prefix = commands_prefix(self.host.id)
+        while True:
+            try:
+                listing = await store.range(prefix)
+                for kv in listing.kvs:
+                    await self._command(kv.key, kv.value)
+                async for event in store.watch(prefix, listing.revision + 1):
+                    if event.type == "put":
+                        await self._command(event.kv.key, event.kv.value)
+            except Compacted:
+                continue
+            except StoreError:
+                log.exception("watching commands failed; listing again")
+                await asyncio.sleep(RETRY_DELAY)
+
+    async def _command(self, key: str, value: str) -> None:
+        command = Command.from_json(value)
+        mid = key.removeprefix(commands_prefix(self.host.id)).split("/", 1)[0]
+        supervisor = self._supervisors.get(mid)
+        if supervisor is not None and command.type == "signal":
+            try:
+                await supervisor.signal(command.signal)
+            except Exception:
+                log.exception("machine %s: signal %s failed", mid, command.signal)
+        await self.ctx.store.delete(key)

@@ -1,0 +1,130 @@
+"""The API's ASGI application: routes, authentication, request ids and error bodies.
+
+Every error leaves as ``{"error": "..."}`` (plus Fly's ``status`` code where one
+applies) with the right HTTP status; validation errors name the offending field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from roost import __version__
+from roost.api.errors import APIError
+from roost.api.routes import router
+from roost.api.services import Services
+from roost.spec import ids
+
+log = logging.getLogger("roost.api")
+
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/openapi.json", "/docs"})
+
+
+def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) -> RequestContext:
+    app = FastAPI(
+        title="roost Machines API",
+        version=__version__,
+        description="Wire-compatible with the Fly.io Machines API v1.",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        if not ready():
+            return JSONResponse({"error": "starting"}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
+    return RequestContext(app, services)
+
+
+class RequestContext:
+    """Authenticates ``/v1`` calls before anything else runs and tags every response
+    with a ``fly-request-id``. Plain ASGI: it sits on every request's path."""
+
+    def __init__(self, app: FastAPI, services: Services) -> None:
+        self.app = app
+        self._auth = services.auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ids.ulid()
+
+        async def tagged(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"].append((b"fly-request-id", request_id.encode()))
+            await send(message)
+
+        path: str = scope["path"]
+        if path not in UNAUTHENTICATED_PATHS:
+            header = _header(scope, b"authorization")
+            try:
+                caller = await self._auth.authenticate(header)
+            except APIError as exc:
+                response = JSONResponse(exc.body(), status_code=exc.status_code)
+                await response(scope, receive, tagged)
+                return
+            scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, tagged)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"error": describe_validation(exc.errors())}, status_code=400)
+
+
+async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else "request failed"
+    if exc.status_code == 404:
+        message = "not found: no such API path; see /openapi.json"
+    return JSONResponse({"error": message}, status_code=exc.status_code)
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(
+        {"error": "internal error; the server log has the details"}, status_code=500
+    )
+
+
+def describe_validation(errors: Any) -> str:
+    """One readable sentence for the first problem, naming the field as a dotted path."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return f"invalid JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}"
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
+    where = first.get("loc", ("",))[0]
+    field = ".".join(loc[1:] if where in ("query", "path", "header") else loc) or "body"
+    message = first.get("msg", "invalid value")
+    if kind == "missing" and where == "body" and len(loc) == 0:
+        return "a JSON body is required"
+    prefix = {"query": "query parameter ", "path": "path parameter ", "header": "header "}
+    return f"invalid {prefix.get(where, '')}{field}: {message}"

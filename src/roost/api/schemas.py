@@ -1,0 +1,68 @@
+"""Request bodies of the Machines API (the wire edge; responses are built in views.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field
+
+from roost.spec.config import Duration, MachineConfig, WireModel
+from roost.spec.signals import SIGNAL_NAMES, STOP_SIGNAL_NAMES, parse_signal
+
+
+def _signal_number(allowed: tuple[str, ...]) -> Any:
+    def check(value: Any) -> int:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError("signal must be a name like 'SIGTERM' or a number")
+        return parse_signal(value, allowed)
+
+    return BeforeValidator(check)
+
+
+class CreateAppRequest(WireModel):
+    # Older docs and clients call it app_name.
+    name: Annotated[str, Field(validation_alias=AliasChoices("name", "app_name"))]
+    org_slug: str = "personal"
+    network: str | None = None
+    enable_subdomains: bool | None = None
+    idempotency_key: str | None = None
+
+
+class CreateMachineRequest(WireModel):
+    config: MachineConfig
+    name: str | None = None
+    region: str | None = None
+    skip_launch: bool = False
+    skip_service_registration: bool = False
+    lease_ttl: Annotated[int, Field(ge=1, le=3600)] | None = None
+    min_secrets_version: int | None = None
+    skip_secrets: bool | None = None
+
+
+class UpdateMachineRequest(CreateMachineRequest):
+    current_version: str | None = None
+
+
+class StopRequest(WireModel):
+    signal: Annotated[int, _signal_number(STOP_SIGNAL_NAMES)] | None = None
+    timeout: Duration | None = None
+
+
+class SignalRequest(WireModel):
+    signal: Annotated[int, _signal_number(SIGNAL_NAMES)]
+
+
+class CreateLeaseRequest(WireModel):
+    ttl: Annotated[int, Field(ge=1, le=3600)] | None = None
+    description: str | None = None
+
+
+class UpdateMetadataRequest(WireModel):
+    metadata: dict[str, str | None]
+    machine_version: str | None = None
+    updated_at: str | None = None
+
+
+class UpsertMetadataKeyRequest(WireModel):
+    value: str
+    updated_at: str | None = None

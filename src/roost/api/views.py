@@ -1,0 +1,100 @@
+"""Store records → the JSON bodies Fly clients expect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from roost.store.records import App, Event, LeaseRecord, MachineRecord, MachineStatus
+
+
+def rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def machine_state(record: MachineRecord, status: MachineStatus | None) -> str:
+    if status is None:
+        return "destroyed" if record.desired == "destroyed" else "created"
+    return status.state
+
+
+def machine_view(
+    record: MachineRecord,
+    status: MachineStatus | None,
+    *,
+    events: list[Event] | None = None,
+    lease: LeaseRecord | None = None,
+    nonce: str | None = None,
+    host_status: str = "ok",
+    summary: bool = False,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "state": machine_state(record, status),
+        "region": record.region,
+        "instance_id": record.version,
+        "version": record.version,
+        "private_ip": record.private_ip,
+        "image_ref": image_ref_view(record, status),
+        "created_at": record.created_at,
+        "updated_at": max(record.updated_at, status.updated_at if status else ""),
+        "cordoned": record.cordoned,
+    }
+    if summary:
+        return out
+    out["config"] = record.config
+    out["host_status"] = host_status
+    out["events"] = [event_view(e) for e in events or []]
+    out["checks"] = list(status.checks) if status else []
+    if nonce:
+        out["nonce"] = nonce
+    if lease is not None:
+        out["lease"] = {
+            "owner": lease.owner,
+            "expires_at": lease.expires_at,
+            "description": lease.description,
+        }
+    return out
+
+
+def image_ref_view(record: MachineRecord, status: MachineStatus | None) -> dict[str, Any]:
+    if status and status.image_ref:
+        return status.image_ref
+    return {"registry": "", "repository": "", "tag": "", "digest": "", "labels": {}}
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "status": event.status,
+        "source": event.source,
+        "timestamp": event.timestamp,
+        "request": event.request,
+    }
+
+
+def app_view(app: App, machine_count: int) -> dict[str, Any]:
+    return {
+        "id": app.id,
+        "name": app.name,
+        "status": "deployed" if machine_count else "pending",
+        "machine_count": machine_count,
+        "volume_count": 0,
+        "network": app.network,
+        "organization": {"name": app.org_slug, "slug": app.org_slug},
+    }
+
+
+def lease_view(lease: LeaseRecord) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": {
+            "nonce": lease.nonce,
+            "expires_at": lease.expires_at,
+            "owner": lease.owner,
+            "description": lease.description,
+            "version": lease.version,
+        },
+    }

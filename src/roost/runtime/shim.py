@@ -1,0 +1,292 @@
+"""Per-machine supervisor: keeps one machine's process and records how it ended.
+
+Run as ``python -I -S shim.py MODE MACHINE_DIR ...`` in its own session, with the
+notification pipe on fd 3. It outlives the agent that spawned it, so a restarted agent
+finds the machine still running (``shim.json``) or its exit status (``exit.json``).
+
+    runc MACHINE_DIR RUNC RUNC_ROOT CONTAINER_ID OOM_FILE
+        ``runc create`` + ``runc start`` the bundle ``MACHINE_DIR/bundle``, reap until
+        the container's init exits, record it, ``runc delete``. ``OOM_FILE`` is the
+        memory cgroup's ``memory.oom_control`` (v1) or ``memory.events`` (v2).
+    exec MACHINE_DIR CWD PATH ARGV...
+        Run the executable PATH with ARGV directly (no isolation), in its own process
+        group, with the environment in ``MACHINE_DIR/exec.env`` (NUL-separated
+        ``KEY=VALUE``; kept out of our own environment so that e.g. ``LD_LIBRARY_PATH``
+        cannot break the interpreter); when it exits, kill whatever it left behind.
+
+Protocol on fd 3: one line, ``running <pid> <started_at>`` or ``error <text>``, then close.
+
+Stdlib only and few imports: this runs on every machine start, and interpreter start-up
+is most of its cost. The driver imports this module for the file names and helpers.
+"""
+
+from __future__ import annotations
+
+import _signal
+import os
+import sys
+import time
+
+NOTIFY_FD = 3
+STATE_FILE = "shim.json"
+EXIT_FILE = "exit.json"
+CONSOLE_LOG = "console.log"
+RUNC_LOG = "runc.log"
+PID_FILE = "init.pid"
+BUNDLE_DIR = "bundle"
+EXEC_ENV = "exec.env"
+
+_PR_SET_CHILD_SUBREAPER = 36
+_HANDS_OFF = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP)
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, start time in clock ticks) of a process, None if it is gone.
+
+    The start time tells a process from a later one that reused its pid.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after its last ")".
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[1]), int(fields[19])
+
+
+def _set_child_subreaper() -> None:
+    # _ctypes instead of ctypes: importing ctypes costs ~10 ms per start, _ctypes ~1 ms.
+    import _ctypes
+
+    class _Libc:
+        _handle = _ctypes.dlopen(None, os.RTLD_NOW)
+
+    class _Func(_ctypes.CFuncPtr):
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+
+    prctl = _Func(("prctl", _Libc))
+    if prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_state(mdir: str, init_pid: int | None = None, started_at: float | None = None) -> None:
+    me = os.getpid()
+    stat = proc_stat(me)
+    assert stat is not None
+    init_ticks = None
+    if init_pid is not None:
+        init_stat = proc_stat(init_pid)
+        init_ticks = None if init_stat is None else init_stat[2]
+    _write_atomic(
+        f"{mdir}/{STATE_FILE}",
+        f'{{"pid": {me}, "start_ticks": {stat[2]}, "init_pid": {_js(init_pid)}, '
+        f'"init_start_ticks": {_js(init_ticks)}, "started_at": {_js(started_at)}}}\n',
+    )
+
+
+def _js(value: int | float | None) -> str:
+    return "null" if value is None else repr(value)
+
+
+def _notify(text: str) -> None:
+    try:
+        os.write(NOTIFY_FD, text.encode() + b"\n")
+        os.close(NOTIFY_FD)
+    except OSError:
+        pass  # the agent went away while we started; the state file still tells it all
+
+
+def _spawn(
+    argv: list[str],
+    console: int,
+    env: dict[str, str] | os._Environ[str] = os.environ,
+    path: str | None = None,
+    **kw: object,
+) -> int:
+    """posix_spawn with stdin /dev/null and stdout/stderr to the console log.
+
+    The signals we ignore would stay ignored across exec (and a shell cannot trap a
+    signal ignored on entry), so the child gets them back at their defaults.
+    """
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, console, 1),
+        (os.POSIX_SPAWN_DUP2, console, 2),
+    ]
+    return os.posix_spawnp(
+        path or argv[0], argv, env, file_actions=actions, setsigdef=_HANDS_OFF, **kw
+    )
+
+
+def _wait(pid: int) -> int:
+    return os.waitpid(pid, 0)[1]
+
+
+def _reap_until(pid: int) -> int:
+    """Reap every child (we are a subreaper) until ``pid`` exits; its wait status."""
+    while True:
+        done, status = os.waitpid(-1, 0)
+        if done == pid:
+            return status
+
+
+def _reap_ready() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _record_exit(mdir: str, status: int, oom_killed: bool) -> None:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        code, sig_js = 128 + sig, str(sig)
+    else:
+        code, sig_js = os.WEXITSTATUS(status), "null"
+    _write_atomic(
+        f"{mdir}/{EXIT_FILE}",
+        f'{{"exit_code": {code}, "signal": {sig_js}, '
+        f'"oom_killed": {"true" if oom_killed else "false"}, "exited_at": {time.time()!r}}}\n',
+    )
+
+
+def _oom_kills(path: str) -> int:
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _open_console(mdir: str) -> int:
+    return os.open(
+        f"{mdir}/{CONSOLE_LOG}", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+    )
+
+
+def _run_runc(mdir: str, runc: str, root: str, cid: str, oom_file: str) -> int:
+    base = [runc, "--root", root, "--log", f"{mdir}/{RUNC_LOG}", "--log-format", "json"]
+    console = _open_console(mdir)
+    pid_file = f"{mdir}/{PID_FILE}"
+    create = [*base, "create", "--bundle", f"{mdir}/{BUNDLE_DIR}", "--pid-file", pid_file, cid]
+    status = _wait(_spawn(create, console))
+    if status != 0:
+        _wait(_spawn([*base, "delete", "-f", cid], console))
+        _notify(f"error runc create exited with status {os.waitstatus_to_exitcode(status)}")
+        return 1
+    with open(pid_file) as f:
+        init_pid = int(f.read())
+    status = _wait(_spawn([*base, "start", cid], console))
+    if status != 0:
+        # delete -f kills the created init, which is our child by now: reap it too.
+        _wait(_spawn([*base, "delete", "-f", cid], console))
+        _reap_ready()
+        _notify(f"error runc start exited with status {os.waitstatus_to_exitcode(status)}")
+        return 1
+    started_at = time.time()
+    _write_state(mdir, init_pid, started_at)
+    _notify(f"running {init_pid} {started_at!r}")
+
+    status = _reap_until(init_pid)
+    # The counter goes with the cgroup on delete, so read it first.
+    _record_exit(mdir, status, _oom_kills(oom_file) > 0)
+    if _wait(_spawn([*base, "delete", cid], console)) != 0:
+        _wait(_spawn([*base, "delete", "-f", cid], console))
+    _reap_ready()
+    return 0
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    kids = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = proc_stat(int(name))
+            if stat is not None and stat[1] == me:
+                kids.append(int(name))
+    return kids
+
+
+def _kill_leftovers(pgid: int) -> None:
+    """Kill what the process left behind, as a pid namespace would when its init exits.
+
+    Its process group first; then, round by round, whatever got re-parented to us
+    (daemons that left the group or session) until nothing is left to reap.
+    """
+    try:  # noqa: SIM105 (importing contextlib would add ~3 ms to every start)
+        os.killpg(pgid, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while kids := _children():
+        for pid in kids:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                continue
+
+
+def _read_env(path: str) -> dict[str, str]:
+    with open(path, "rb") as f:
+        items = f.read().split(b"\0")
+    env = {}
+    for item in items:
+        key, sep, value = item.decode().partition("=")
+        if sep:
+            env[key] = value
+    return env
+
+
+def _run_exec(mdir: str, cwd: str, path: str, argv: list[str]) -> int:
+    console = _open_console(mdir)
+    try:
+        env = _read_env(f"{mdir}/{EXEC_ENV}")
+        os.chdir(cwd)
+        pid = _spawn(argv, console, env, path, setpgroup=0)
+    except OSError as e:
+        _notify(f"error cannot run {argv[0]}: {e.strerror or e}")
+        return 1
+    started_at = time.time()
+    _write_state(mdir, pid, started_at)
+    _notify(f"running {pid} {started_at!r}")
+    status = _reap_until(pid)
+    _record_exit(mdir, status, False)
+    _kill_leftovers(pid)
+    return 0
+
+
+def main(args: list[str]) -> int:
+    for sig in _HANDS_OFF:
+        _signal.signal(sig, _signal.SIG_IGN)
+    mode, mdir = args[0], args[1]
+    try:
+        # Only we may hold the pipe: a child keeping it open would hide our exit.
+        os.set_inheritable(NOTIFY_FD, False)
+        _set_child_subreaper()
+        _write_state(mdir)
+    except OSError as e:
+        _notify(f"error shim setup: {e}")
+        return 1
+    if mode == "runc":
+        return _run_runc(mdir, args[2], args[3], args[4], args[5])
+    return _run_exec(mdir, args[2], args[3], args[4:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

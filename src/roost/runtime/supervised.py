@@ -1,0 +1,545 @@
+"""Drivers whose machines are supervised by a per-machine shim (``shim.py``).
+
+The shim, not the agent, is the parent of the machine's process: it records the exit
+status on disk and outlives the agent. The driver watches each shim through a pidfd
+and, after an agent restart, re-attaches to shims found through their state files.
+
+Per machine, in memory: a ``_Watch`` exists from a successful start (or re-attach)
+until the driver has finished handling the shim's exit; the exit is then delivered on
+``_Watch.exited`` and a background release (unmount, remove the writable layer) runs,
+which ``prepare``/``start``/``destroy`` wait for. On disk (``state_dir/<id>/``):
+``shim.json`` (the shim's pid and start time, the process's pid) and ``exit.json``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from roost.runtime import shim
+from roost.runtime.base import Driver, DriverError, ExitStatus, Inspection, MachineNotPrepared
+
+log = logging.getLogger(__name__)
+
+SHIM_SCRIPT = Path(shim.__file__)
+# The base interpreter, not a venv's: the shim is stdlib-only and starts a bit faster.
+SHIM_PYTHON = os.path.realpath(sys.executable)
+SHIM_LOG = "shim.log"
+
+KILL_TIMEOUT = 10.0
+"""How long a SIGKILLed machine may take to be reported exited before we give up."""
+
+LOST_EXIT_CODE = 255
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+_MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(slots=True)
+class _Watch:
+    """A shim we watch through a pidfd, from start (or re-attach) until its exit is handled."""
+
+    shim_pid: int
+    pidfd: int
+    our_child: bool
+    """Spawned by this process (or re-parented to it): we must reap it."""
+    pid: int | None
+    """The machine's main process (the container's init)."""
+    pid_start_ticks: int | None
+    started_at: float | None
+    exited: asyncio.Future[ExitStatus]
+    loop: asyncio.AbstractEventLoop
+
+
+def set_child_subreaper(enabled: bool = True) -> None:
+    """Make this process (the agent) adopt orphaned descendants, so it can reap them.
+
+    A shim whose agent died is re-parented to the nearest subreaper; without one it goes
+    to PID 1, which may never reap it. Call once at agent start-up.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enabled), 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_exit(path: Path) -> ExitStatus | None:
+    data = read_json(path)
+    if data is None:
+        return None
+    try:
+        return ExitStatus(
+            exit_code=int(data["exit_code"]),
+            signal=None if data.get("signal") is None else int(data["signal"]),
+            oom_killed=bool(data.get("oom_killed", False)),
+            exited_at=float(data.get("exited_at", 0.0)),
+            lost=bool(data.get("lost", False)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def write_exit(path: Path, status: ExitStatus) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "exit_code": status.exit_code,
+                "signal": status.signal,
+                "oom_killed": status.oom_killed,
+                "exited_at": status.exited_at,
+                "lost": status.lost,
+            }
+        )
+    )
+    tmp.replace(path)
+
+
+def is_alive(pid: int | None, start_ticks: int | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``start_ticks`` and not a zombie."""
+    if pid is None or start_ticks is None:
+        return False
+    stat = shim.proc_stat(pid)
+    return stat is not None and stat[2] == start_ticks and stat[0] not in ("Z", "X")
+
+
+def reap_if_child(pid: int) -> None:
+    """Reap ``pid`` if it is our exited child (the agent is a subreaper; PID 1 may not reap)."""
+    stat = shim.proc_stat(pid)
+    if stat is None or stat[1] != os.getpid():
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def send_signal(pid: int | None, start_ticks: int | None, signum: int) -> bool:
+    """Signal ``pid`` only if it is still the process that started at ``start_ticks``.
+
+    Opening a pidfd first and checking the start time after makes this immune to pid
+    reuse. False if that process is gone.
+    """
+    if pid is None:
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if not is_alive(pid, start_ticks):
+            return False
+        signal.pidfd_send_signal(fd, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+
+
+async def _read_to_eof(fd: int) -> str:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str] = loop.create_future()
+    chunks: list[bytes] = []
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if data:
+            chunks.append(data)
+        elif not done.done():
+            done.set_result(b"".join(chunks).decode(errors="replace"))
+
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _pidfd_exited(pidfd: int) -> None:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+
+
+class ShimDriver(Driver):
+    """Spawning, watching, signalling and re-attaching shims; subclasses lay machines out."""
+
+    def __init__(self, state_dir: Path, *, start_timeout: float = 30.0) -> None:
+        self.state_dir = state_dir
+        self.start_timeout = start_timeout
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._watches: dict[str, _Watch] = {}
+        self._releases: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._finishers: set[asyncio.Task[None]] = set()
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    @abc.abstractmethod
+    def _shim_args(self, machine_id: str) -> list[str]:
+        """The shim's arguments after ``MODE MACHINE_DIR`` (and the mode first)."""
+
+    @abc.abstractmethod
+    def _is_prepared(self, machine_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _deliver(self, machine_id: str, watch: _Watch, signum: int) -> None:
+        """Send ``signum`` to the machine's main process."""
+
+    @abc.abstractmethod
+    def _release(self, machine_id: str) -> None:
+        """After an exit (in a thread): free what the stopped machine held (mounts, layer)."""
+
+    @abc.abstractmethod
+    async def _kill_orphan(self, machine_id: str, state: dict[str, Any] | None) -> None:
+        """The shim is gone without an exit file: kill whatever of the machine survived."""
+
+    @abc.abstractmethod
+    async def _remove(self, machine_id: str) -> None:
+        """``destroy``, once nothing runs: remove what lives outside the machine dir."""
+
+    def _start_error(self, machine_id: str, message: str) -> str:
+        """The user-facing reason for a failed start, from the shim's message."""
+        return message
+
+    # -- paths ------------------------------------------------------------------------
+
+    def machine_dir(self, machine_id: str) -> Path:
+        if not _MACHINE_ID.fullmatch(machine_id):
+            raise DriverError(f"invalid machine id {machine_id!r}")
+        return self.state_dir / machine_id
+
+    def log_path(self, machine_id: str) -> Path:
+        return self.machine_dir(machine_id) / shim.CONSOLE_LOG
+
+    def known(self) -> list[str]:
+        return sorted(
+            p.name for p in self.state_dir.iterdir() if p.is_dir() and _MACHINE_ID.fullmatch(p.name)
+        )
+
+    def _lock(self, machine_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(machine_id, asyncio.Lock())
+
+    # -- the contract -----------------------------------------------------------------
+
+    async def start(self, machine_id: str) -> Inspection:
+        mdir = self.machine_dir(machine_id)
+        async with self._lock(machine_id):
+            if self._attach(machine_id) is not None:
+                raise DriverError(f"machine {machine_id} is already running")
+            await self._settle(machine_id)
+            if not self._is_prepared(machine_id):
+                raise MachineNotPrepared(f"machine {machine_id} is not prepared")
+            for name in (shim.EXIT_FILE, shim.STATE_FILE, shim.PID_FILE, shim.RUNC_LOG):
+                (mdir / name).unlink(missing_ok=True)
+            return await self._spawn(machine_id, mdir)
+
+    async def wait(self, machine_id: str) -> ExitStatus:
+        watch = self._attach(machine_id)
+        if watch is not None:
+            return await asyncio.shield(watch.exited)
+        status = read_exit(self.machine_dir(machine_id) / shim.EXIT_FILE)
+        if status is None:
+            raise DriverError(f"machine {machine_id} is not running")
+        return status
+
+    async def signal(self, machine_id: str, signum: int) -> None:
+        watch = self._attach(machine_id)
+        if watch is not None and not watch.exited.done():
+            await self._deliver(machine_id, watch, signum)
+
+    async def stop(self, machine_id: str, signum: int, timeout: float) -> ExitStatus | None:
+        watch = self._attach(machine_id)
+        if watch is None:
+            return None
+        if not watch.exited.done():
+            await self._deliver(machine_id, watch, signum)
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(watch.exited), timeout)
+            await self._kill(machine_id, watch)
+        return await asyncio.shield(watch.exited)
+
+    async def destroy(self, machine_id: str) -> None:
+        mdir = self.machine_dir(machine_id)
+        async with self._lock(machine_id):
+            watch = self._attach(machine_id)
+            if watch is not None:
+                if not watch.exited.done():
+                    await self._kill(machine_id, watch)
+                await asyncio.shield(watch.exited)
+            await self._settle(machine_id)
+            await self._remove(machine_id)
+            await asyncio.to_thread(shutil.rmtree, mdir, ignore_errors=True)
+        self._locks.pop(machine_id, None)
+
+    async def inspect(self, machine_id: str) -> Inspection:
+        mdir = self.machine_dir(machine_id)
+        watch = self._watches.get(machine_id)
+        if watch is not None and not watch.exited.done():
+            return Inspection("running", watch.pid, watch.started_at)
+        state = read_json(mdir / shim.STATE_FILE)
+        if state is not None and is_alive(state.get("pid"), state.get("start_ticks")):
+            return Inspection("running", state.get("init_pid"), state.get("started_at"))
+        status = read_exit(mdir / shim.EXIT_FILE)
+        if status is not None:
+            return Inspection("exited", exit=status)
+        return Inspection("absent")
+
+    async def recover(self, machine_id: str) -> Inspection:
+        mdir = self.machine_dir(machine_id)
+        async with self._lock(machine_id):
+            watch = self._attach(machine_id)
+            if watch is not None:
+                stat = shim.proc_stat(watch.shim_pid)
+                if stat is not None and stat[0] not in ("Z", "X") and not watch.exited.done():
+                    return Inspection("running", watch.pid, watch.started_at)
+                return Inspection("exited", exit=await asyncio.shield(watch.exited))
+            status = read_exit(mdir / shim.EXIT_FILE)
+            state = read_json(mdir / shim.STATE_FILE)
+            if status is None and state is not None:
+                status = await self._lost(machine_id, state)
+            if status is None:
+                return Inspection("absent")
+            self._schedule_release(machine_id)
+            return Inspection("exited", exit=status)
+
+    def close(self) -> None:
+        for watch in self._watches.values():
+            watch.loop.remove_reader(watch.pidfd)
+            os.close(watch.pidfd)
+            if not watch.exited.done():
+                watch.exited.set_exception(DriverError("driver closed"))
+                # Nobody may be waiting; don't log "exception never retrieved".
+                watch.exited.exception()
+        self._watches.clear()
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _spawn(self, machine_id: str, mdir: Path) -> Inspection:
+        argv = [SHIM_PYTHON, "-I", "-S", str(SHIM_SCRIPT)]
+        args = self._shim_args(machine_id)
+        argv += [args[0], str(mdir), *args[1:]]
+        read_fd, write_fd = os.pipe()
+        try:
+            shim_pid = _spawn_shim(argv, mdir / SHIM_LOG, write_fd)
+        except OSError as e:
+            os.close(read_fd)
+            raise DriverError(f"cannot spawn the shim: {e}") from e
+        finally:
+            os.close(write_fd)
+        pidfd = os.pidfd_open(shim_pid)
+        try:
+            message = await asyncio.wait_for(_read_to_eof(read_fd), self.start_timeout)
+        except TimeoutError:
+            message = f"error timed out after {self.start_timeout:g}s"
+            os.kill(shim_pid, signal.SIGKILL)
+        finally:
+            os.close(read_fd)
+        word, _, rest = message.strip().partition(" ")
+        if word == "running":
+            pid_text, _, started_text = rest.partition(" ")
+            state = read_json(mdir / shim.STATE_FILE) or {}
+            watch = self._watch(
+                machine_id,
+                shim_pid,
+                pidfd,
+                our_child=True,
+                pid=int(pid_text),
+                pid_start_ticks=state.get("init_start_ticks"),
+                started_at=float(started_text),
+            )
+            return Inspection("running", watch.pid, watch.started_at)
+
+        try:
+            await asyncio.wait_for(_pidfd_exited(pidfd), KILL_TIMEOUT)
+        finally:
+            os.close(pidfd)
+        reap_if_child(shim_pid)
+        if word != "error":
+            rest = "the shim exited unexpectedly"
+            log.error("%s: %s; shim log:\n%s", machine_id, rest, _tail(mdir / SHIM_LOG))
+        await self._kill_orphan(machine_id, read_json(mdir / shim.STATE_FILE))
+        (mdir / shim.STATE_FILE).unlink(missing_ok=True)
+        await asyncio.to_thread(self._release, machine_id)
+        raise DriverError(self._start_error(machine_id, rest))
+
+    def _watch(
+        self,
+        machine_id: str,
+        shim_pid: int,
+        pidfd: int,
+        *,
+        our_child: bool,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: float | None,
+    ) -> _Watch:
+        loop = asyncio.get_running_loop()
+        watch = _Watch(
+            shim_pid=shim_pid,
+            pidfd=pidfd,
+            our_child=our_child,
+            pid=pid,
+            pid_start_ticks=pid_start_ticks,
+            started_at=started_at,
+            exited=loop.create_future(),
+            loop=loop,
+        )
+        self._watches[machine_id] = watch
+        loop.add_reader(pidfd, self._shim_exited, machine_id, watch)
+        return watch
+
+    def _attach(self, machine_id: str) -> _Watch | None:
+        """The watch on the machine's shim, re-attaching to a live one found on disk."""
+        watch = self._watches.get(machine_id)
+        if watch is not None:
+            return watch
+        mdir = self.machine_dir(machine_id)
+        state = read_json(mdir / shim.STATE_FILE)
+        if state is None:
+            return None
+        shim_pid, ticks = state.get("pid"), state.get("start_ticks")
+        stat = shim.proc_stat(shim_pid) if isinstance(shim_pid, int) else None
+        if stat is None or stat[2] != ticks:
+            return None
+        try:
+            pidfd = os.pidfd_open(shim_pid)
+        except ProcessLookupError:
+            return None
+        # Checked again with the pidfd held: it now pins this very process.
+        stat = shim.proc_stat(shim_pid)
+        if stat is None or stat[2] != ticks:
+            os.close(pidfd)
+            return None
+        # A zombie shim is attached too: its pidfd is readable at once and the exit is
+        # handled like any other.
+        return self._watch(
+            machine_id,
+            shim_pid,
+            pidfd,
+            our_child=stat[1] == os.getpid(),
+            pid=state.get("init_pid"),
+            pid_start_ticks=state.get("init_start_ticks"),
+            started_at=state.get("started_at"),
+        )
+
+    def _shim_exited(self, machine_id: str, watch: _Watch) -> None:
+        watch.loop.remove_reader(watch.pidfd)
+        os.close(watch.pidfd)
+        if watch.our_child:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(watch.shim_pid, 0)
+        task = watch.loop.create_task(self._finish(machine_id, watch))
+        self._finishers.add(task)
+        task.add_done_callback(self._finishers.discard)
+
+    async def _finish(self, machine_id: str, watch: _Watch) -> None:
+        mdir = self.machine_dir(machine_id)
+        status = read_exit(mdir / shim.EXIT_FILE)
+        if status is None:
+            status = await self._lost(machine_id, read_json(mdir / shim.STATE_FILE))
+        if self._watches.get(machine_id) is watch:
+            del self._watches[machine_id]
+        self._schedule_release(machine_id)
+        if not watch.exited.done():
+            watch.exited.set_result(status)
+
+    async def _lost(self, machine_id: str, state: dict[str, Any] | None) -> ExitStatus:
+        log.warning("machine %s: its shim vanished without recording an exit", machine_id)
+        try:
+            await self._kill_orphan(machine_id, state)
+        except DriverError:
+            log.exception("machine %s: cannot kill what its shim left", machine_id)
+        status = ExitStatus(exit_code=LOST_EXIT_CODE, exited_at=time.time(), lost=True)
+        write_exit(self.machine_dir(machine_id) / shim.EXIT_FILE, status)
+        return status
+
+    async def _kill(self, machine_id: str, watch: _Watch) -> None:
+        await self._deliver(machine_id, watch, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(watch.exited), KILL_TIMEOUT)
+        except TimeoutError:
+            raise DriverError(
+                f"machine {machine_id} did not exit {KILL_TIMEOUT:g}s after SIGKILL"
+            ) from None
+
+    def _schedule_release(self, machine_id: str) -> None:
+        async def release() -> None:
+            try:
+                await asyncio.to_thread(self._release, machine_id)
+            except Exception:
+                log.exception("machine %s: cleanup after exit failed", machine_id)
+
+        if machine_id not in self._releases:
+            task = asyncio.get_running_loop().create_task(release())
+            self._releases[machine_id] = task
+            task.add_done_callback(lambda _: self._releases.pop(machine_id, None))
+
+    async def _settle(self, machine_id: str) -> None:
+        """Wait for the cleanup after the last exit, so the next step sees a quiet machine."""
+        task = self._releases.get(machine_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+
+def _spawn_shim(argv: list[str], log_path: Path, notify_fd: int) -> int:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        return os.posix_spawn(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                # dup2 into the child only: the pipe stays close-on-exec here, so no
+                # other process spawned meanwhile can hold it open.
+                (os.POSIX_SPAWN_DUP2, notify_fd, shim.NOTIFY_FD),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(log_fd)
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ""
+    return data[-limit:].decode(errors="replace")

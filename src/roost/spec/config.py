@@ -1,0 +1,247 @@
+"""The machine config (``fly.MachineConfig``) and its parts, as the wire carries them.
+
+Unknown keys are ignored, wrong types are rejected with the field named, and values
+come out the way fly-go writes them: durations as Go strings (``"10s"``), ``autostop``
+as ``false``/``true``/``"suspend"``, absent optionals omitted. The store keeps the
+dumped form, so the agent re-reads configs through these same models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from roost.spec.durations import format_duration, parse_duration
+from roost.spec.signals import STOP_SIGNAL_NAMES, parse_signal, signal_name
+
+MIN_MEMORY_MB = 64
+MAX_MEMORY_MB = 65536
+MAX_CPUS = 64
+
+# Fly's preset names; shared presets give 256 MB per CPU, performance 2048 MB.
+SIZE_PRESETS: dict[str, tuple[str, int, int]] = {
+    f"{kind}-cpu-{n}x": (kind, n, n * (256 if kind == "shared" else 2048))
+    for kind in ("shared", "performance")
+    for n in (1, 2, 4, 8, 16)
+}
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        seconds = parse_duration(value)
+        if seconds < 0:
+            raise ValueError("a duration cannot be negative")
+        return seconds
+    raise ValueError("expected a duration like '10s' or a number of nanoseconds")
+
+
+Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration)]
+
+
+def _autostop(value: Any) -> str:
+    if value is True:
+        return "stop"
+    if value is False:
+        return "off"
+    if value in ("off", "stop", "suspend"):
+        return value
+    raise ValueError("autostop must be true, false, 'off', 'stop' or 'suspend'")
+
+
+def _autostop_wire(value: str) -> bool | str:
+    return "suspend" if value == "suspend" else value == "stop"
+
+
+Autostop = Annotated[str, BeforeValidator(_autostop), PlainSerializer(_autostop_wire)]
+
+
+def _restart_policy(value: Any) -> Any:
+    # flyctl's old spelling.
+    return "on-failure" if value == "on-fail" else value
+
+
+def _stop_signal(value: Any) -> str:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValueError("signal must be a name like 'SIGTERM' or a number")
+    return signal_name(parse_signal(value, STOP_SIGNAL_NAMES))
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class MachineGuest(WireModel):
+    cpu_kind: Literal["shared", "performance"] = "shared"
+    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
+    max_memory_mb: int | None = None
+    gpus: int | None = None
+    gpu_kind: str | None = None
+    host_dedication_id: str | None = None
+    kernel_args: list[str] | None = None
+    persist_rootfs: str | None = None
+    required_host_features: list[str] | None = None
+
+
+class MachineInit(WireModel):
+    exec: list[str] | None = None
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    tty: bool | None = None
+    swap_size_mb: int | None = None
+    kernel_args: list[str] | None = None
+
+
+class MachineRestart(WireModel):
+    policy: Annotated[Literal["no", "always", "on-failure"], BeforeValidator(_restart_policy)] = (
+        "on-failure"
+    )
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+
+
+class StopConfig(WireModel):
+    signal: Annotated[str, BeforeValidator(_stop_signal)] | None = None
+    timeout: Duration | None = None
+
+
+class HTTPHeader(WireModel):
+    name: str
+    values: list[str] = []
+
+
+class MachineCheck(WireModel):
+    type: Literal["tcp", "http"] = "tcp"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    grace_period: Duration | None = None
+    method: str | None = None
+    path: str | None = None
+    protocol: Literal["http", "https"] | None = None
+    tls_skip_verify: bool | None = None
+    tls_server_name: str | None = None
+    headers: list[HTTPHeader] | None = None
+    kind: Literal["informational", "readiness"] | None = None
+
+
+class MachinePort(WireModel):
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    start_port: int | None = None
+    end_port: int | None = None
+    handlers: list[str] | None = None
+    force_https: bool | None = None
+    http_options: dict[str, Any] | None = None
+    tls_options: dict[str, Any] | None = None
+    proxy_proto_options: dict[str, Any] | None = None
+
+
+class ServiceConcurrency(WireModel):
+    type: Literal["connections", "requests"] = "connections"
+    soft_limit: Annotated[int, Field(ge=1)] | None = None
+    hard_limit: Annotated[int, Field(ge=1)] | None = None
+
+
+class MachineService(WireModel):
+    protocol: Literal["tcp", "udp"] = "tcp"
+    internal_port: Annotated[int, Field(ge=1, le=65535)]
+    ports: list[MachinePort] | None = None
+    concurrency: ServiceConcurrency | None = None
+    autostop: Autostop | None = None
+    autostart: bool | None = None
+    min_machines_running: Annotated[int, Field(ge=0)] | None = None
+    checks: list[MachineCheck] | None = None
+    force_instance_key: str | None = None
+    force_instance_description: str | None = None
+
+
+class MachineMount(WireModel):
+    volume: str | None = None
+    path: str
+    name: str | None = None
+    size_gb: int | None = None
+    encrypted: bool | None = None
+    extend_threshold_percent: int | None = None
+    add_size_gb: int | None = None
+    add_size_percent: int | None = None
+    min_add_size_gb: int | None = None
+    size_gb_limit: int | None = None
+
+
+class MachineFile(WireModel):
+    guest_path: str
+    raw_value: str | None = None
+    secret_name: str | None = None
+    image_config: str | None = None
+    mode: int | None = None
+
+    @field_validator("guest_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or "\x00" in value or "/../" in f"{value}/":
+            raise ValueError("guest_path must be an absolute path without '..'")
+        return value
+
+
+class MachineConfig(WireModel):
+    image: Annotated[str, Field(min_length=1)]
+    env: dict[str, str] | None = None
+    init: MachineInit = MachineInit()
+    guest: MachineGuest | None = None
+    size: str | None = None
+    services: list[MachineService] | None = None
+    checks: dict[str, MachineCheck] | None = None
+    restart: MachineRestart | None = None
+    auto_destroy: bool | None = None
+    schedule: Literal["hourly", "daily", "weekly", "monthly"] | None = None
+    mounts: list[MachineMount] | None = None
+    metadata: dict[str, str] | None = None
+    processes: list[dict[str, Any]] | None = None
+    files: list[MachineFile] | None = None
+    dns: dict[str, Any] | None = None
+    standbys: list[str] | None = None
+    stop_config: StopConfig | None = None
+    metrics: dict[str, Any] | None = None
+    statics: list[dict[str, Any]] | None = None
+    rootfs: dict[str, Any] | None = None
+    cache_drive: dict[str, Any] | None = None
+    spot: dict[str, Any] | None = None
+    containers: list[dict[str, Any]] | None = None
+    volumes: list[dict[str, Any]] | None = None
+    disable_machine_autostart: bool | None = None
+
+    @model_validator(mode="after")
+    def _size_preset(self) -> MachineConfig:
+        # A preset fills in guest only when the client did not send one itself.
+        if self.size is not None:
+            if self.size not in SIZE_PRESETS:
+                raise ValueError(
+                    f"unknown size {self.size!r}; use one of {', '.join(SIZE_PRESETS)}"
+                )
+            if self.guest is None:
+                kind, cpus, memory = SIZE_PRESETS[self.size]
+                self.guest = MachineGuest(cpu_kind=kind, cpus=cpus, memory_mb=memory)  # type: ignore[arg-type]
+        if self.guest is None:
+            self.guest = MachineGuest()
+        return self
+
+    @property
+    def resolved_guest(self) -> MachineGuest:
+        return self.guest or MachineGuest()
+
+    def wire(self) -> dict[str, Any]:
+        out = super().wire()
+        # fly-go always serialises init, even when empty.
+        out["init"] = self.init.wire()
+        return out

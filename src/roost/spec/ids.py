@@ -1,0 +1,69 @@
+"""Identifier formats, as Fly emits them.
+
+Machine ids are 14 lowercase hex characters; versions, instance ids and event ids are
+26-character ULIDs (time-ordered, so sorting them sorts by creation); lease nonces are
+12 hex characters. None of them encode the host, so a machine keeps its id wherever it
+runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_MACHINE_ID = re.compile(r"^[0-9a-f]{14}$")
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
+
+
+def ulid(now: float | None = None) -> str:
+    """A ULID: 48 bits of milliseconds then 80 random bits, Crockford base32."""
+    ms = int((time.time() if now is None else now) * 1000)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def ulid_time(value: str) -> float:
+    """The creation time of a ULID in unix seconds."""
+    ms = 0
+    for ch in value[:10]:
+        ms = ms * 32 + _CROCKFORD.index(ch)
+    return ms / 1000
+
+
+def machine_id() -> str:
+    return secrets.token_hex(7)
+
+
+def lease_nonce() -> str:
+    return secrets.token_hex(6)
+
+
+def app_id() -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
+def is_machine_id(value: str) -> bool:
+    return bool(_MACHINE_ID.match(value))
+
+
+def is_ulid(value: str) -> bool:
+    return bool(_ULID.match(value))
+
+
+def is_app_name(value: str) -> bool:
+    """DNS-label rules: the app name becomes a hostname (``<app>.<domain>``)."""
+    return bool(_APP_NAME.match(value))
+
+
+def is_metadata_key(value: str) -> bool:
+    return bool(_METADATA_KEY.match(value))
