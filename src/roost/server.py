@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import secrets
@@ -116,6 +117,7 @@ class Server:
         data = cfg.data_dir
         for sub in ("agent/machines", "images", "registry"):
             (data / sub).mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         _become_subreaper()
 
         store = SqliteStore(data / "store.db")
@@ -142,8 +144,11 @@ class Server:
         if cfg.registry_listen:
             registry_addr = await self._start_registry(data / "registry", cfg.registry_listen)
         insecure = [*cfg.insecure_registries, *([registry_addr] if registry_addr else [])]
-        images = ImageStore(data / "images", client=RegistryClient(insecure=insecure))
+        client = RegistryClient(insecure=insecure)
+        self._stack.push_async_callback(client.aclose)
+        images = ImageStore(data / "images", client=client)
         self._stack.push_async_callback(images.aclose)
+        await images.cleanup()
 
         journal = Journal(data / "agent/journal.db")
         self._stack.callback(journal.close)
@@ -236,6 +241,19 @@ class Server:
         self._api_loop = asyncio.create_task(server.main_loop())
         return server
 
+    def _lock_data_dir(self) -> None:
+        # Two servers on one data dir would each think they own its machines.
+        fd = os.open(self.config.data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ServerError(
+                f"another roost server is using {self.config.data_dir}; stop it or pick "
+                "another --data-dir"
+            ) from None
+        self._stack.callback(os.close, fd)
+
     async def _ensure_admin_token(self, auth: Authenticator) -> None:
         path = self.config.data_dir / "admin-token"
         if path.exists():
@@ -255,7 +273,7 @@ class Server:
         )
 
     async def _start_registry(self, root: Path, listen: str) -> str | None:
-        registry = LocalRegistry(root, listen)
+        registry = LocalRegistry(root, listen, die_with_parent=True)
         try:
             await registry.start()
         except Exception as exc:
@@ -306,4 +324,6 @@ def run(config: ServerConfig) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # One line per registry request drowns out what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvloop.run(Server(config).serve())

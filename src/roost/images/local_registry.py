@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import secrets
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -16,6 +18,9 @@ import httpx
 from roost.images.base import ImageError
 
 _LOG_TAIL = 2000
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,9 +37,14 @@ class LocalRegistry:
     be started and stopped from different loops (e.g. session-scoped test fixtures).
     """
 
-    def __init__(self, root: Path, listen: str = "127.0.0.1:5000") -> None:
+    def __init__(
+        self, root: Path, listen: str = "127.0.0.1:5000", *, die_with_parent: bool = False
+    ) -> None:
         self.root = root
         self.listen = listen
+        # Off by default: the signal fires when the spawning *thread* exits, and test
+        # fixtures start registries from short-lived threads.
+        self.die_with_parent = die_with_parent
         self.config_path = root / "registry.yml"
         self.log_path = root / "registry.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -110,6 +120,7 @@ class LocalRegistry:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         except OSError as e:
             self._log.close()
@@ -170,3 +181,8 @@ class LocalRegistry:
         except OSError:
             return "(no log)"
         return text.strip() or "(empty log)"
+
+
+def _die_with_parent() -> None:
+    # A registry outliving a crashed server would hold the port against its restart.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

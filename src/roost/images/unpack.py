@@ -23,6 +23,9 @@ from typing import Literal
 
 from roost.images.base import PullError
 
+if not hasattr(tarfile, "tar_filter"):
+    raise ImportError("roost.images.unpack needs Python >= 3.11.4 (tarfile extraction filters)")
+
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 

@@ -3,7 +3,8 @@
 Inside: ``lo`` up, ``eth0`` with the machine's IPv4 and IPv6 addresses (``nodad``, so
 IPv6 works at once) and default routes via the bridge's gateways. The host end of the
 veth pair is named from a hash of the netns name (15-character limit) and carries the
-netns name as its alias. Deleting the netns deletes the veth pair with it.
+netns name as its alias. Deleting the netns deletes the veth pair with it (the kernel
+does that asynchronously, a few ms later; ``create`` copes with a stale one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ NETNS_DIR = Path("/run/netns")
 def host_veth_name(netns_name: str) -> str:
     """``h`` + 14 hex digits (56 bits) of a hash: 15 characters, the kernel's limit."""
     return "h" + hashlib.blake2b(netns_name.encode(), digest_size=7).hexdigest()
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
 
 
 @dataclass(slots=True)
@@ -48,9 +53,12 @@ class MachineNetworks:
         addr = self.addressing.address(index)
         a = self.addressing
         veth = host_veth_name(name)
+        # A netns deleted just before is destroyed asynchronously, its veth with it.
+        stale = [f"link del {veth}"] if link_exists(veth) else []
         try:
             await ip_batch(
                 [
+                    *stale,
                     f"netns add {name}",
                     f"link add {veth} type veth peer name eth0 netns {name}",
                     f"link set {veth} master {self.bridge} alias {name} up",

@@ -19,7 +19,7 @@ Keys and values are ``str``; callers encode JSON themselves (see ``roost.store.r
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,7 +32,10 @@ class Compacted(StoreError):
     """The requested watch revision is older than the oldest retained change."""
 
     def __init__(self, compact_revision: int) -> None:
-        super().__init__(f"revision compacted; oldest available is {compact_revision}")
+        super().__init__(
+            f"revision {compact_revision} and older were compacted; "
+            f"the oldest watchable revision is {compact_revision + 1}"
+        )
         self.compact_revision = compact_revision
 
 
@@ -144,7 +147,7 @@ class Store(abc.ABC):
         """If every comparison holds apply ``success``, else ``failure``, atomically."""
 
     @abc.abstractmethod
-    def watch(self, prefix: str, from_revision: int) -> AsyncIterator[WatchEvent]:
+    def watch(self, prefix: str, from_revision: int) -> AsyncGenerator[WatchEvent, None]:
         """Changes under ``prefix`` from ``from_revision`` on, forever, in revision order.
 
         Raises :class:`Compacted` (when iterated) if ``from_revision`` is no longer

@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,7 +294,7 @@ class SqliteStore(Store):
             self._txn_sync, self._clock(), list(compare), list(success), list(failure)
         )
 
-    async def watch(self, prefix: str, from_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch(self, prefix: str, from_revision: int) -> AsyncGenerator[WatchEvent, None]:
         if from_revision < 1:
             raise ValueError("from_revision must be at least 1")
         self._check_open()

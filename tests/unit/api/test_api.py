@@ -1,0 +1,410 @@
+"""The Machines API contract: status codes, bodies, leases, wait, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from roost.store.records import machine_key
+from tests.unit.api.conftest import Api, add_host
+
+IMAGE = "registry.example:5000/demo/app:v1"
+
+
+async def make_app(api: Api, name: str = "web") -> str:
+    r = await api.client.post("/v1/apps", json={"name": name, "org_slug": "personal"})
+    assert r.status_code == 201, r.text
+    return name
+
+
+async def make_machine(api: Api, app: str = "web", **extra: object) -> dict:
+    r = await api.client.post(
+        f"/v1/apps/{app}/machines", json={"config": {"image": IMAGE}, **extra}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# -- auth -------------------------------------------------------------------------------------
+
+
+async def test_every_api_call_needs_a_token(api: Api) -> None:
+    for headers in (
+        {"Authorization": ""},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic x"},
+    ):
+        r = await api.client.get("/v1/apps", headers=headers)
+        assert r.status_code == 401
+        assert r.json()["error"].startswith("Authenticate:")
+    r = await api.client.get("/v1/apps", headers={"Authorization": f"FlyV1 other,{api.token}"})
+    assert r.status_code == 200
+    r = await api.client.post("/v1/apps", content=b"{not json", headers={"Authorization": ""})
+    assert r.status_code == 401, "authentication comes before parsing"
+    assert (await api.client.get("/healthz", headers={"Authorization": ""})).status_code == 200
+
+
+async def test_responses_carry_a_request_id(api: Api) -> None:
+    r = await api.client.get("/v1/apps")
+    assert len(r.headers["fly-request-id"]) == 26
+
+
+# -- apps -------------------------------------------------------------------------------------
+
+
+async def test_app_lifecycle(api: Api) -> None:
+    r = await api.client.post("/v1/apps", json={"app_name": "web", "org_slug": "personal"})
+    assert r.status_code == 201
+    assert set(r.json()) == {"id", "created_at"}
+    r = await api.client.post("/v1/apps", json={"name": "web"})
+    assert r.status_code == 422
+    assert r.json()["status"] == "name_taken"
+    assert (await api.client.get("/v1/apps/web")).json()["name"] == "web"
+    listed = (await api.client.get("/v1/apps", params={"org_slug": "personal"})).json()
+    assert listed["total_apps"] == 1 and listed["apps"][0]["name"] == "web"
+    r = await api.client.delete("/v1/apps/web")
+    assert r.status_code == 202
+    r = await api.client.get("/v1/apps/web")
+    assert r.status_code == 404 and r.json() == {"error": "app not found"}
+
+
+async def test_app_name_rules(api: Api) -> None:
+    for bad in ("UPPER", "-dash", "a_b", "x" * 64, ""):
+        r = await api.client.post("/v1/apps", json={"name": bad})
+        assert r.status_code == 400, bad
+        assert "error" in r.json()
+
+
+async def test_app_create_idempotency_key(api: Api) -> None:
+    body = {"name": "web", "idempotency_key": "k1"}
+    first = (await api.client.post("/v1/apps", json=body)).json()
+    again = await api.client.post("/v1/apps", json=body)
+    assert again.status_code == 201 and again.json()["id"] == first["id"]
+
+
+async def test_deleting_an_app_with_running_machines_needs_force(api: Api) -> None:
+    await make_app(api)
+    m = await make_machine(api)
+    await api.set_state("web", m["id"], "started")
+    r = await api.client.delete("/v1/apps/web")
+    assert r.status_code == 412 and "force" in r.json()["error"]
+    assert (await api.client.delete("/v1/apps/web", params={"force": "true"})).status_code == 202
+    record = await api.store.get(machine_key("web", m["id"]))
+    assert record is not None and '"desired":"destroyed"' in record.value
+
+
+# -- machines: create and read ----------------------------------------------------------------
+
+
+async def test_create_machine_shape(api: Api) -> None:
+    await make_app(api)
+    m = await make_machine(api, name="first")
+    assert m["state"] == "created"
+    assert len(m["id"]) == 14 and int(m["id"], 16) >= 0
+    assert m["version"] == m["instance_id"] and len(m["version"]) == 26
+    assert m["name"] == "first" and m["region"] == "test"
+    assert m["private_ip"].startswith("fdaa:0:9::")
+    assert m["config"]["init"] == {}
+    assert m["config"]["guest"] == {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256}
+    assert m["cordoned"] is False and "image_ref" in m
+    again = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "name": "first"}
+    )
+    assert again.status_code == 409
+
+
+async def test_unknown_config_keys_are_ignored_and_wire_forms_kept(api: Api) -> None:
+    await make_app(api)
+    config = {
+        "image": IMAGE,
+        "surprise": {"x": 1},
+        "stop_config": {"signal": "SIGTERM", "timeout": 10_000_000_000},
+        "checks": {"h": {"type": "http", "port": 80, "interval": "15s", "timeout": 2_000_000_000}},
+        "services": [{"internal_port": 80, "autostop": "suspend", "autostart": True}],
+        "restart": {"policy": "on-fail"},
+    }
+    r = await api.client.post("/v1/apps/web/machines", json={"config": config})
+    assert r.status_code == 200, r.text
+    got = r.json()["config"]
+    assert "surprise" not in got
+    assert got["stop_config"] == {"signal": "SIGTERM", "timeout": "10s"}
+    assert got["checks"]["h"]["timeout"] == "2s"
+    assert got["services"][0]["autostop"] == "suspend"
+    assert got["restart"]["policy"] == "on-failure"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"config": {"image": IMAGE, "guest": {"memory_mb": 16}}}, "config.guest.memory_mb"),
+        ({"config": {"image": IMAGE, "guest": {"cpus": "two"}}}, "config.guest.cpus"),
+        ({"config": {"image": IMAGE, "env": {"A": 1}}}, "config.env.A"),
+        ({"config": {"image": IMAGE, "stop_config": {"timeout": "soon"}}}, "config.stop_config"),
+        ({"config": {}}, "config.image"),
+        ({}, "config"),
+        ({"config": {"image": "UPPER/Case:!!"}}, "invalid image reference"),
+        ({"config": {"image": IMAGE, "size": "huge"}}, "unknown size"),
+    ],
+)
+async def test_bad_machine_config_names_the_problem(api: Api, body: dict, field: str) -> None:
+    await make_app(api)
+    r = await api.client.post("/v1/apps/web/machines", json=body)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]
+    listed = (await api.client.get("/v1/apps/web/machines")).json()
+    assert listed == [], "nothing half-created"
+
+
+async def test_malformed_json_is_a_400(api: Api) -> None:
+    await make_app(api)
+    r = await api.client.post(
+        "/v1/apps/web/machines",
+        content=b'{"config": ',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = await api.client.post("/v1/apps/web/machines/00000000000000/stop", json=[1, 2])
+    assert r.status_code in (400, 404)
+
+
+async def test_unknown_app_and_machine(api: Api) -> None:
+    r = await api.client.post("/v1/apps/nope/machines", json={"config": {"image": IMAGE}})
+    assert r.status_code == 404 and r.json() == {"error": "app not found"}
+    await make_app(api)
+    for mid in ("0123456789abcd", "../../etc", "x"):
+        r = await api.client.get(f"/v1/apps/web/machines/{mid}")
+        assert r.status_code == 404, mid
+    r = await api.client.get("/v1/nothing-here")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+async def test_size_preset_sets_guest(api: Api) -> None:
+    await make_app(api)
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE, "size": "shared-cpu-2x"}}
+    )
+    assert r.json()["config"]["guest"] == {"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}
+
+
+async def test_list_filters(api: Api) -> None:
+    await make_app(api)
+    a = await make_machine(api, config={"image": IMAGE, "metadata": {"role": "db"}})
+    b = await make_machine(api)
+    await api.set_state("web", b["id"], "started")
+
+    async def ids(**params: str) -> set[str]:
+        r = await api.client.get("/v1/apps/web/machines", params=params)
+        assert r.status_code == 200, r.text
+        return {m["id"] for m in r.json()}
+
+    assert await ids() == {a["id"], b["id"]}
+    assert await ids(state="started") == {b["id"]}
+    assert await ids(state="created,started") == {a["id"], b["id"]}
+    assert await ids(**{"metadata.role": "db"}) == {a["id"]}
+    assert await ids(region="elsewhere") == set()
+    summary = (await api.client.get("/v1/apps/web/machines", params={"summary": "true"})).json()
+    assert all("config" not in m for m in summary)
+    page = await api.client.get("/v1/apps/web/machines", params={"limit": 1})
+    assert len(page.json()) == 1 and page.headers["fly-next-cursor"]
+    rest = await api.client.get(
+        "/v1/apps/web/machines", params={"limit": 1, "cursor": page.headers["fly-next-cursor"]}
+    )
+    assert {page.json()[0]["id"], rest.json()[0]["id"]} == {a["id"], b["id"]}
+
+
+# -- placement and capacity -------------------------------------------------------------------
+
+
+async def test_insufficient_capacity_names_the_regions(api: Api) -> None:
+    await make_app(api)
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": "ams,fra"}
+    )
+    assert r.status_code == 412
+    body = r.json()
+    assert body["status"] == "insufficient_capacity" and "ams, fra" in body["error"]
+    big = {"config": {"image": IMAGE, "guest": {"memory_mb": 8192}}}
+    r = await api.client.post("/v1/apps/web/machines", json=big)
+    assert r.status_code == 412
+
+
+async def test_region_expression_falls_through_in_order(api: Api) -> None:
+    await add_host(api.store, "h2", "fra")
+    await make_app(api)
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": "ams,fra,test"}
+    )
+    assert r.json()["region"] == "fra"
+
+
+async def test_capacity_is_reserved_atomically(api: Api) -> None:
+    await add_host(api.store, "small", "tiny", memory_mb=1024)
+    await make_app(api)
+    body = {"config": {"image": IMAGE, "guest": {"memory_mb": 256}}, "region": "tiny"}
+    results = await asyncio.gather(
+        *(api.client.post("/v1/apps/web/machines", json=body) for _ in range(8))
+    )
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200] * 4 + [412] * 4
+
+
+# -- actions, leases, wait --------------------------------------------------------------------
+
+
+async def test_actions_record_intent(api: Api) -> None:
+    await make_app(api)
+    m = await make_machine(api)
+    mid = m["id"]
+    await api.set_state("web", mid, "stopped")
+    r = await api.client.post(f"/v1/apps/web/machines/{mid}/start")
+    assert r.json() == {"previous_state": "stopped", "migrated": False, "new_host": ""}
+    await api.set_state("web", mid, "started")
+    r = await api.client.post(f"/v1/apps/web/machines/{mid}/stop", json={"signal": "SIGTERM"})
+    assert r.status_code == 200
+    r = await api.client.post(f"/v1/apps/web/machines/{mid}/stop", json={"signal": "SIGBUS"})
+    assert r.status_code == 400
+    r = await api.client.post(f"/v1/apps/web/machines/{mid}/restart", params={"timeout": "x"})
+    assert r.status_code == 400
+    assert (await api.client.post(f"/v1/apps/web/machines/{mid}/cordon")).status_code == 200
+    assert (await api.client.get(f"/v1/apps/web/machines/{mid}")).json()["cordoned"] is True
+    await api.client.post(f"/v1/apps/web/machines/{mid}/uncordon")
+    assert (await api.client.get(f"/v1/apps/web/machines/{mid}")).json()["cordoned"] is False
+
+
+async def test_leases_gate_mutations(api: Api) -> None:
+    await make_app(api)
+    mid = (await make_machine(api))["id"]
+    base = f"/v1/apps/web/machines/{mid}"
+    assert (await api.client.get(f"{base}/lease")).status_code == 404
+    r = await api.client.post(f"{base}/lease", json={"ttl": 60, "description": "deploy"})
+    assert r.status_code == 201, r.text
+    lease = r.json()["data"]
+    nonce = lease["nonce"]
+    assert len(nonce) == 12 and lease["owner"] == "tester"
+    assert lease["expires_at"] == int(api.clock.now) + 60
+
+    held = await api.client.post(f"{base}/stop")
+    assert held.status_code == 409 and "lease currently held" in held.json()["error"]
+    assert (await api.client.post(f"{base}/lease", params={"ttl": 30})).status_code == 409
+    ok = await api.client.post(f"{base}/stop", headers={"fly-machine-lease-nonce": nonce})
+    assert ok.status_code == 200
+    # Metadata writes are not lease-gated.
+    r = await api.client.post(f"{base}/metadata/k", json={"value": "v"})
+    assert r.status_code == 204
+
+    refreshed = await api.client.post(
+        f"{base}/lease", params={"ttl": 120}, headers={"fly-machine-lease-nonce": nonce}
+    )
+    assert refreshed.status_code == 201 and refreshed.json()["data"]["nonce"] == nonce
+    assert (await api.client.delete(f"{base}/lease")).status_code == 400
+    bad = await api.client.delete(f"{base}/lease", headers={"fly-machine-lease-nonce": "x"})
+    assert bad.status_code == 409
+    r = await api.client.delete(f"{base}/lease", headers={"fly-machine-lease-nonce": nonce})
+    assert r.json() == {"status": "success", "data": {"ok": True}}
+    assert (await api.client.post(f"{base}/stop")).status_code == 200
+
+    await api.client.post(f"{base}/lease", params={"ttl": 5})
+    api.clock.now += 6
+    assert (await api.client.post(f"{base}/start")).status_code == 200, "expired leases lapse"
+
+
+async def test_create_with_lease_ttl_returns_nonce(api: Api) -> None:
+    await make_app(api)
+    m = await make_machine(api, lease_ttl=30)
+    assert len(m["nonce"]) == 12
+    r = await api.client.post(f"/v1/apps/web/machines/{m['id']}/stop")
+    assert r.status_code == 409
+
+
+async def test_wait(api: Api) -> None:
+    await make_app(api)
+    mid = (await make_machine(api))["id"]
+    base = f"/v1/apps/web/machines/{mid}/wait"
+    for bad in ({"timeout": "0"}, {"timeout": "61"}, {"timeout": "x"}, {"state": "sleeping"}):
+        r = await api.client.get(base, params=bad)
+        assert r.status_code == 400 and "invalid_argument" in r.json()["error"], bad
+    r = await api.client.get(base, params={"state": "created"})
+    assert r.json()["state"] == "created" and r.json()["ok"] is True
+
+    waiter = asyncio.create_task(
+        api.client.get(base, params=[("state", "stopped"), ("state", "started")])
+    )
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await api.set_state("web", mid, "started")
+    r = await asyncio.wait_for(waiter, 5)
+    assert r.status_code == 200 and r.json()["state"] == "started"
+
+    r = await api.client.get(base, params={"state": "stopped", "timeout": "1"})
+    assert r.status_code == 408
+    assert r.json()["error"].startswith("deadline_exceeded:")
+    assert (await api.client.get(base, params={"state": "settled"})).json()["state"] == "started"
+    r = await api.client.get(base, params={"state": "started", "version": "01ZZZ", "timeout": "1"})
+    assert r.status_code == 408
+
+
+async def test_destroy_rules(api: Api) -> None:
+    await make_app(api)
+    mid = (await make_machine(api))["id"]
+    await api.set_state("web", mid, "started")
+    r = await api.client.delete(f"/v1/apps/web/machines/{mid}")
+    assert r.status_code == 412
+    r = await api.client.delete(f"/v1/apps/web/machines/{mid}", params={"kill": "true"})
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    r = await api.client.post(f"/v1/apps/web/machines/{mid}/start")
+    assert r.status_code == 404
+    # The name is free again at once.
+    name = (await api.client.get(f"/v1/apps/web/machines/{mid}")).json()["name"]
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "name": name}
+    )
+    assert r.status_code == 200
+
+
+async def test_update_rules(api: Api) -> None:
+    await make_app(api)
+    m = await make_machine(api, config={"image": IMAGE, "metadata": {"keep": "me"}})
+    base = f"/v1/apps/web/machines/{m['id']}"
+    new = {"image": IMAGE, "env": {"A": "1"}}
+    r = await api.client.post(base, json={"config": new, "current_version": "stale"})
+    assert r.status_code == 409
+    r = await api.client.post(base, json={"config": new, "current_version": m["version"]})
+    assert r.status_code == 200
+    updated = r.json()
+    assert updated["version"] != m["version"]
+    assert updated["config"]["metadata"] == {"keep": "me"}
+    r = await api.client.post(base, json={"config": new, "name": "other"})
+    assert r.status_code == 400
+    r = await api.client.post(base, json={"config": {"image": IMAGE, "guest": {"memory_mb": 9000}}})
+    assert r.status_code == 409 and "could not reserve" in r.json()["error"]
+    versions = (await api.client.get(f"{base}/versions")).json()
+    assert [v["version"] for v in versions] == [updated["version"], m["version"]]
+
+
+async def test_metadata(api: Api) -> None:
+    await make_app(api)
+    m = await make_machine(api)
+    base = f"/v1/apps/web/machines/{m['id']}/metadata"
+    assert (await api.client.get(base)).json() == {}
+    r = await api.client.patch(base, json={"metadata": {"a": "1", "b": "2"}})
+    assert r.status_code == 204
+    r = await api.client.patch(base, json={"metadata": {"a": None, "b": ""}})
+    assert (await api.client.get(base)).json() == {}
+    r = await api.client.put(base, json={"metadata": {"c": "3"}, "machine_version": "stale"})
+    assert r.status_code == 412
+    await api.client.post(f"{base}/c", json={"value": "3"})
+    assert (await api.client.get(f"{base}/c")).json() == {"value": "3"}
+    assert (await api.client.delete(f"{base}/c")).status_code == 204
+    assert (await api.client.get(f"{base}/c")).status_code == 404
+    r = await api.client.post(f"{base}/bad key!", json={"value": "x"})
+    assert r.status_code == 400
+    machine = (await api.client.get(f"/v1/apps/web/machines/{m['id']}")).json()
+    assert machine["version"] == m["version"], "metadata writes keep the version"
+
+
+async def test_openapi_document_is_served(api: Api) -> None:
+    r = await api.client.get("/openapi.json", headers={"Authorization": ""})
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    assert "/v1/apps/{app_name}/machines/{machine_id}/wait" in paths
