@@ -48,8 +48,9 @@ from roost.images.registry import RegistryClient
 from roost.images.store import ImageStore
 from roost.net.host import HostNetwork
 from roost.net.ipam import MachineAddressing
+from roost.net.iproute import NetworkError
 from roost.net.machine import MachineNetworks
-from roost.runtime import RuncDriver, select_driver
+from roost.runtime import DriverError, RuncDriver, select_driver
 from roost.store.records import HostRecord
 from roost.store.sqlite import SqliteStore
 
@@ -326,4 +327,8 @@ def run(config: ServerConfig) -> None:
     )
     # One line per registry request drowns out what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvloop.run(Server(config).serve())
+    try:
+        uvloop.run(Server(config).serve())
+    except (ServerError, DriverError, NetworkError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -244,10 +244,10 @@ class Supervisor:
             events.append(self._event("restart", "restarting", source))
         elif run.plan in ("start", "restart"):
             move = "start"
-            if record.action == "launch" and record.generation == 1:
-                events.append(self._event("launch", "created", "user"))
-            elif source == "flyd":
+            if source == "flyd":
                 events.append(self._event("restart", "starting", "flyd"))
+            elif record.action == "launch" and record.generation == 1:
+                events.append(self._event("launch", "created", "user"))
         if move is not None:
             await self._publish(move, events, version=self._status.version)
         elif events:

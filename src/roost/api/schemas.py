@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field
+from pydantic import AliasChoices, BeforeValidator, Field, StrictBool, StrictInt
 
 from roost.spec.config import Duration, MachineConfig, WireModel
 from roost.spec.signals import SIGNAL_NAMES, STOP_SIGNAL_NAMES, parse_signal
@@ -24,7 +24,7 @@ class CreateAppRequest(WireModel):
     name: Annotated[str, Field(validation_alias=AliasChoices("name", "app_name"))]
     org_slug: str = "personal"
     network: str | None = None
-    enable_subdomains: bool | None = None
+    enable_subdomains: StrictBool | None = None
     idempotency_key: str | None = None
 
 
@@ -32,11 +32,11 @@ class CreateMachineRequest(WireModel):
     config: MachineConfig
     name: str | None = None
     region: str | None = None
-    skip_launch: bool = False
-    skip_service_registration: bool = False
-    lease_ttl: Annotated[int, Field(ge=1, le=3600)] | None = None
-    min_secrets_version: int | None = None
-    skip_secrets: bool | None = None
+    skip_launch: StrictBool = False
+    skip_service_registration: StrictBool = False
+    lease_ttl: Annotated[StrictInt, Field(ge=1, le=3600)] | None = None
+    min_secrets_version: StrictInt | None = None
+    skip_secrets: StrictBool | None = None
 
 
 class UpdateMachineRequest(CreateMachineRequest):
@@ -44,16 +44,16 @@ class UpdateMachineRequest(CreateMachineRequest):
 
 
 class StopRequest(WireModel):
-    signal: Annotated[int, _signal_number(STOP_SIGNAL_NAMES)] | None = None
+    signal: Annotated[StrictInt, _signal_number(STOP_SIGNAL_NAMES)] | None = None
     timeout: Duration | None = None
 
 
 class SignalRequest(WireModel):
-    signal: Annotated[int, _signal_number(SIGNAL_NAMES)]
+    signal: Annotated[StrictInt, _signal_number(SIGNAL_NAMES)]
 
 
 class CreateLeaseRequest(WireModel):
-    ttl: Annotated[int, Field(ge=1, le=3600)] | None = None
+    ttl: Annotated[StrictInt, Field(ge=1, le=3600)] | None = None
     description: str | None = None
 
 

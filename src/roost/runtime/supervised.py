@@ -20,6 +20,7 @@ import ctypes
 import json
 import logging
 import os
+import py_compile
 import re
 import shutil
 import signal
@@ -63,6 +64,21 @@ class _Watch:
     started_at: float | None
     exited: asyncio.Future[ExitStatus]
     loop: asyncio.AbstractEventLoop
+
+
+def compile_shim(directory: Path) -> Path:
+    """The shim as a ``.pyc`` in ``directory``: running it skips a ~5 ms compile per start.
+
+    Rewritten on every driver start, so it always matches the source.
+    """
+    target = directory / f".shim.{sys.implementation.cache_tag}.pyc"
+    py_compile.compile(
+        str(SHIM_SCRIPT),
+        cfile=str(target),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return target
 
 
 def set_child_subreaper(enabled: bool = True) -> None:
@@ -202,6 +218,7 @@ class ShimDriver(Driver):
         self.state_dir = state_dir
         self.start_timeout = start_timeout
         state_dir.mkdir(parents=True, exist_ok=True)
+        self._shim = compile_shim(state_dir)
         self._watches: dict[str, _Watch] = {}
         self._releases: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -350,7 +367,7 @@ class ShimDriver(Driver):
     # -- internals --------------------------------------------------------------------
 
     async def _spawn(self, machine_id: str, mdir: Path) -> Inspection:
-        argv = [SHIM_PYTHON, "-I", "-S", str(SHIM_SCRIPT)]
+        argv = [SHIM_PYTHON, "-I", "-S", str(self._shim)]
         args = self._shim_args(machine_id)
         argv += [args[0], str(mdir), *args[1:]]
         read_fd, write_fd = os.pipe()

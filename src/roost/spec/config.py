@@ -16,6 +16,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -84,10 +86,10 @@ class WireModel(BaseModel):
 
 class MachineGuest(WireModel):
     cpu_kind: Literal["shared", "performance"] = "shared"
-    cpus: Annotated[int, Field(ge=1, le=MAX_CPUS)] = 1
-    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
-    max_memory_mb: int | None = None
-    gpus: int | None = None
+    cpus: Annotated[StrictInt, Field(ge=1, le=MAX_CPUS)] = 1
+    memory_mb: Annotated[StrictInt, Field(ge=MIN_MEMORY_MB, le=MAX_MEMORY_MB)] = 256
+    max_memory_mb: StrictInt | None = None
+    gpus: StrictInt | None = None
     gpu_kind: str | None = None
     host_dedication_id: str | None = None
     kernel_args: list[str] | None = None
@@ -99,8 +101,8 @@ class MachineInit(WireModel):
     exec: list[str] | None = None
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
-    tty: bool | None = None
-    swap_size_mb: int | None = None
+    tty: StrictBool | None = None
+    swap_size_mb: StrictInt | None = None
     kernel_args: list[str] | None = None
 
 
@@ -108,7 +110,7 @@ class MachineRestart(WireModel):
     policy: Annotated[Literal["no", "always", "on-failure"], BeforeValidator(_restart_policy)] = (
         "on-failure"
     )
-    max_retries: Annotated[int, Field(ge=0)] | None = None
+    max_retries: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
 class StopConfig(WireModel):
@@ -123,25 +125,25 @@ class HTTPHeader(WireModel):
 
 class MachineCheck(WireModel):
     type: Literal["tcp", "http"] = "tcp"
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
     interval: Duration | None = None
     timeout: Duration | None = None
     grace_period: Duration | None = None
     method: str | None = None
     path: str | None = None
     protocol: Literal["http", "https"] | None = None
-    tls_skip_verify: bool | None = None
+    tls_skip_verify: StrictBool | None = None
     tls_server_name: str | None = None
     headers: list[HTTPHeader] | None = None
     kind: Literal["informational", "readiness"] | None = None
 
 
 class MachinePort(WireModel):
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    start_port: int | None = None
-    end_port: int | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    start_port: StrictInt | None = None
+    end_port: StrictInt | None = None
     handlers: list[str] | None = None
-    force_https: bool | None = None
+    force_https: StrictBool | None = None
     http_options: dict[str, Any] | None = None
     tls_options: dict[str, Any] | None = None
     proxy_proto_options: dict[str, Any] | None = None
@@ -149,18 +151,18 @@ class MachinePort(WireModel):
 
 class ServiceConcurrency(WireModel):
     type: Literal["connections", "requests"] = "connections"
-    soft_limit: Annotated[int, Field(ge=1)] | None = None
-    hard_limit: Annotated[int, Field(ge=1)] | None = None
+    soft_limit: Annotated[StrictInt, Field(ge=1)] | None = None
+    hard_limit: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
 class MachineService(WireModel):
     protocol: Literal["tcp", "udp"] = "tcp"
-    internal_port: Annotated[int, Field(ge=1, le=65535)]
+    internal_port: Annotated[StrictInt, Field(ge=1, le=65535)]
     ports: list[MachinePort] | None = None
     concurrency: ServiceConcurrency | None = None
     autostop: Autostop | None = None
-    autostart: bool | None = None
-    min_machines_running: Annotated[int, Field(ge=0)] | None = None
+    autostart: StrictBool | None = None
+    min_machines_running: Annotated[StrictInt, Field(ge=0)] | None = None
     checks: list[MachineCheck] | None = None
     force_instance_key: str | None = None
     force_instance_description: str | None = None
@@ -170,13 +172,13 @@ class MachineMount(WireModel):
     volume: str | None = None
     path: str
     name: str | None = None
-    size_gb: int | None = None
-    encrypted: bool | None = None
-    extend_threshold_percent: int | None = None
-    add_size_gb: int | None = None
-    add_size_percent: int | None = None
-    min_add_size_gb: int | None = None
-    size_gb_limit: int | None = None
+    size_gb: StrictInt | None = None
+    encrypted: StrictBool | None = None
+    extend_threshold_percent: StrictInt | None = None
+    add_size_gb: StrictInt | None = None
+    add_size_percent: StrictInt | None = None
+    min_add_size_gb: StrictInt | None = None
+    size_gb_limit: StrictInt | None = None
 
 
 class MachineFile(WireModel):
@@ -184,7 +186,7 @@ class MachineFile(WireModel):
     raw_value: str | None = None
     secret_name: str | None = None
     image_config: str | None = None
-    mode: int | None = None
+    mode: StrictInt | None = None
 
     @field_validator("guest_path")
     @classmethod
@@ -203,7 +205,7 @@ class MachineConfig(WireModel):
     services: list[MachineService] | None = None
     checks: dict[str, MachineCheck] | None = None
     restart: MachineRestart | None = None
-    auto_destroy: bool | None = None
+    auto_destroy: StrictBool | None = None
     schedule: Literal["hourly", "daily", "weekly", "monthly"] | None = None
     mounts: list[MachineMount] | None = None
     metadata: dict[str, str] | None = None
@@ -219,7 +221,7 @@ class MachineConfig(WireModel):
     spot: dict[str, Any] | None = None
     containers: list[dict[str, Any]] | None = None
     volumes: list[dict[str, Any]] | None = None
-    disable_machine_autostart: bool | None = None
+    disable_machine_autostart: StrictBool | None = None
 
     @model_validator(mode="after")
     def _size_preset(self) -> MachineConfig:

@@ -20,10 +20,22 @@ _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
 
 
+_last = [0, 0]
+
+
 def ulid(now: float | None = None) -> str:
-    """A ULID: 48 bits of milliseconds then 80 random bits, Crockford base32."""
+    """A ULID: 48 bits of milliseconds then 80 random bits, Crockford base32.
+
+    Monotonic within a process: ids made in the same millisecond count up from the
+    first one's random part, so events written together keep the order they were made.
+    """
     ms = int((time.time() if now is None else now) * 1000)
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    if ms == _last[0]:
+        random_part = _last[1] + 1
+    else:
+        random_part = int.from_bytes(os.urandom(10), "big") >> 1
+    _last[0], _last[1] = ms, random_part
+    value = (ms << 80) | random_part
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])
