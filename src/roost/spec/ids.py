@@ -30,10 +30,8 @@ def ulid(now: float | None = None) -> str:
     first one's random part, so events written together keep the order they were made.
     """
     ms = int((time.time() if now is None else now) * 1000)
-    if ms == _last[0]:
-        random_part = _last[1] + 1
-    else:
-        random_part = int.from_bytes(os.urandom(10), "big") >> 1
+    fresh = int.from_bytes(os.urandom(10), "big") >> 1
+    random_part = _last[1] + 1 if ms == _last[0] else fresh
     _last[0], _last[1] = ms, random_part
     value = (ms << 80) | random_part
     chars = []
