@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -50,7 +49,7 @@ from roost.net.host import HostNetwork
 from roost.net.ipam import MachineAddressing
 from roost.net.iproute import NetworkError
 from roost.net.machine import MachineNetworks
-from roost.runtime import DriverError, RuncDriver, select_driver
+from roost.runtime import DriverError, RuncDriver, select_driver, set_child_subreaper
 from roost.store.records import HostRecord
 from roost.store.sqlite import SqliteStore
 
@@ -59,9 +58,6 @@ log = logging.getLogger("roost.server")
 
 class ServerError(Exception):
     """The server cannot start; the message says why and what to do."""
-
-
-PR_SET_CHILD_SUBREAPER = 36
 
 
 def default_data_dir() -> Path:
@@ -119,7 +115,9 @@ class Server:
         for sub in ("agent/machines", "images", "registry"):
             (data / sub).mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
-        _become_subreaper()
+        # Machine shims are our children; if one dies, its container must come back to
+        # us rather than to a PID 1 that may never reap it.
+        set_child_subreaper()
 
         store = SqliteStore(data / "store.db")
         await store.start()
@@ -134,6 +132,7 @@ class Server:
             runc_root=data / "agent/runc",
             cgroup_parent=cfg.cgroup_parent,
         )
+        self._stack.callback(driver.close)
         networks = None
         if isinstance(driver, RuncDriver):
             await HostNetwork(
@@ -293,13 +292,6 @@ class Server:
             return
         for name, ref in refs.items():
             log.info("demo image %s: %s", name, ref)
-
-
-def _become_subreaper() -> None:
-    # Machine shims are our children; if a shim's parent dies its container must be
-    # re-parented to us, not to a PID 1 that may not reap.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
 def _host_id(data: Path) -> str:

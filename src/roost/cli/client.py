@@ -103,9 +103,7 @@ class Client:
     def destroy_machine(
         self, app: str, machine_id: str, *, force: bool, nonce: str | None = None
     ) -> None:
-        self._call(
-            "DELETE", _machine(app, machine_id), params={"force": _flag(force)}, nonce=nonce
-        )
+        self._call("DELETE", _machine(app, machine_id), params={"force": _flag(force)}, nonce=nonce)
 
     def start_machine(self, app: str, machine_id: str, *, nonce: str | None = None) -> JSONObject:
         return self._call("POST", _machine(app, machine_id, "start"), nonce=nonce)
@@ -202,7 +200,7 @@ class Client:
         except httpx.TimeoutException:
             raise Unreachable(f"the roost API at {self.base_url} did not answer in time") from None
         except httpx.TransportError as exc:
-            raise Unreachable(f"talking to the roost API at {self.base_url} failed: {exc}") from None
+            raise Unreachable(f"cannot talk to the roost API at {self.base_url}: {exc}") from None
         if response.status_code >= 400:
             raise APIError(response.status_code, _error_message(response))
         if not response.content:

@@ -17,8 +17,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = [list(headers), *([str(cell) for cell in row] for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     return "\n".join(
-        COLUMN_GAP.join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        .rstrip()
+        COLUMN_GAP.join(
+            cell.ljust(width) for cell, width in zip(line, widths, strict=True)
+        ).rstrip()
         for line in lines
     )
 

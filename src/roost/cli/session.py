@@ -68,7 +68,7 @@ class Session:
     """Tests put an ``httpx.MockTransport`` here."""
     interactive: bool | None = None
     """Whether questions can be asked; ``None`` means "if stdin is a terminal"."""
-    _client: Client | None = field(default=None, repr=False)
+    _client: Client | None = field(default=None, init=False, repr=False)
 
     def client(self) -> Client:
         if self._client is None:

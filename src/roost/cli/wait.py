@@ -6,6 +6,7 @@ so longer waits are a loop. Each round is kept short so the state shown stays fr
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,7 +26,7 @@ STOPPED_STATES = ("stopped", "suspended", "created", "failed", "destroyed")
 
 
 class WaitTimeout(ClientError):
-    pass
+    """The machine did not reach the state in time; the message says where it is."""
 
 
 class Progress:
@@ -35,7 +36,7 @@ class Progress:
     def __init__(self, label: str) -> None:
         self._label = label
         self._state: str | None = None
-        self._live = click.get_text_stream("stderr").isatty()
+        self._live = sys.stderr.isatty()
 
     def show(self, state: str) -> None:
         if state == self._state:

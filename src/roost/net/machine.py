@@ -53,12 +53,13 @@ class MachineNetworks:
         addr = self.addressing.address(index)
         a = self.addressing
         veth = host_veth_name(name)
-        # A netns deleted just before is destroyed asynchronously, its veth with it.
-        stale = [f"link del {veth}"] if link_exists(veth) else []
+        if link_exists(veth):
+            # Left by a netns deleted just before: the kernel destroys those (and their
+            # veths) asynchronously. It may vanish meanwhile, hence force.
+            await ip_batch([f"link del {veth}"], force=True)
         try:
             await ip_batch(
                 [
-                    *stale,
                     f"netns add {name}",
                     f"link add {veth} type veth peer name eth0 netns {name}",
                     f"link set {veth} master {self.bridge} alias {name} up",

@@ -29,6 +29,7 @@ DEFAULT_CAPABILITIES = (
 )
 
 NOFILE_LIMIT = 65536
+INIT_PATH = "/.roost/init"
 CPU_PERIOD_US = 100_000
 CPU_SHARES_PER_CPU = 1024
 
@@ -102,13 +103,17 @@ def build_config(
     hosts_path: Path,
     resolv_path: Path,
     nofile: int = NOFILE_LIMIT,
+    init: Path | None = None,
 ) -> dict[str, Any]:
     """The runc ``config.json`` for ``spec``.
 
     ``root_path`` is the writable (overlay) rootfs; ``hosts_path``/``resolv_path`` are
     host files bind-mounted over ``/etc/hosts`` and ``/etc/resolv.conf`` (bind mounts,
     not writes into the rootfs, so image symlinks there are never followed on the host).
-    ``nofile`` is the open-files limit (soft = hard).
+    ``nofile`` is the open-files limit (soft = hard). ``init`` is a static init binary
+    (tini) mounted read-only as PID 1 in front of the command: the kernel drops signals
+    to a PID 1 that installed no handler, so without it a machine's process would ignore
+    the stop signal and every stop would wait for SIGKILL.
     """
     res = spec.resources
     memory = res.memory_mb * 1024 * 1024
@@ -120,12 +125,16 @@ def build_config(
     mounts.append(_bind(hosts_path, "/etc/hosts", False))
     mounts.append(_bind(resolv_path, "/etc/resolv.conf", False))
     mounts += [_bind(m.source, m.destination, m.read_only) for m in spec.mounts]
+    args = list(spec.process.argv)
+    if init is not None:
+        mounts.append(_bind(init, INIT_PATH, True))
+        args = [INIT_PATH, "--", *args]
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
             "user": {"uid": spec.process.uid, "gid": spec.process.gid},
-            "args": list(spec.process.argv),
+            "args": args,
             "env": process_env(spec.process.env),
             "cwd": spec.process.cwd or "/",
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},

@@ -25,7 +25,7 @@ from typing import Any
 
 from roost.runtime import oci, shim
 from roost.runtime.base import DriverError, LaunchSpec
-from roost.runtime.supervised import ShimDriver, _Watch, read_json, reap_if_child, send_signal
+from roost.runtime.supervised import ShimDriver, ShimWatch, read_json, reap_if_child, send_signal
 
 LAUNCH_FILE = "exec.json"
 
@@ -85,7 +85,10 @@ class ProcessDriver(ShimDriver):
             _, err = await proc.communicate()
             if proc.returncode != 0:
                 raise DriverError(f"cannot copy the rootfs: {err.decode(errors='replace')}")
-            await asyncio.to_thread(_write_launch, spec, mdir, root)
+            try:
+                await asyncio.to_thread(_write_launch, spec, mdir, root)
+            except OSError as e:
+                raise DriverError(f"cannot prepare machine {mid}: {e}") from e
 
     def _is_prepared(self, machine_id: str) -> bool:
         mdir = self.machine_dir(machine_id)
@@ -95,7 +98,7 @@ class ProcessDriver(ShimDriver):
         launch = json.loads((self.machine_dir(machine_id) / LAUNCH_FILE).read_text())
         return ["exec", launch["cwd"], launch["executable"], *launch["argv"]]
 
-    async def _deliver(self, machine_id: str, watch: _Watch, signum: int) -> None:
+    async def _deliver(self, machine_id: str, watch: ShimWatch, signum: int) -> None:
         send_signal(watch.pid, watch.pid_start_ticks, signum)
 
     def _release(self, machine_id: str) -> None:

@@ -25,7 +25,8 @@ from typing import Any
 
 from roost.runtime import oci, shim
 from roost.runtime.base import DriverError, LaunchSpec
-from roost.runtime.supervised import ShimDriver, _Watch, is_alive, reap_if_child
+from roost.runtime.rootfs import find_executable
+from roost.runtime.supervised import ShimDriver, ShimWatch, is_alive, reap_if_child
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ def remove_cgroup(path: str) -> None:
                 log.warning("cannot remove cgroup %s: %s", leaf, e)
 
 
+# Debian's tini package; statically linked, so it runs in any image.
+DEFAULT_INIT = Path("/usr/bin/tini-static")
+
+
 class RuncDriver(ShimDriver):
     """Machines as runc containers supervised by a shim; see the module docstring."""
 
@@ -81,8 +86,15 @@ class RuncDriver(ShimDriver):
         cgroup_parent: str,
         runc: str = "runc",
         start_timeout: float = 30.0,
+        init: Path | None = DEFAULT_INIT,
     ) -> None:
         super().__init__(state_dir, start_timeout=start_timeout)
+        self.init = init if init is not None and init.exists() else None
+        if self.init is None:
+            log.warning(
+                "no init binary (install tini): machines whose process installs no signal "
+                "handlers will only stop by SIGKILL after the stop timeout"
+            )
         path = shutil.which(runc)
         if path is None:
             raise DriverError(f"runc not found: {runc}")
@@ -105,27 +117,41 @@ class RuncDriver(ShimDriver):
     async def prepare(self, spec: LaunchSpec) -> None:
         mid = spec.machine_id
         mdir = self.machine_dir(mid)
+        if not spec.process.argv:
+            raise DriverError(f"machine {mid} has no command to run")
         if not spec.rootfs.is_dir():
             raise DriverError(f"image rootfs {spec.rootfs} is not a directory")
+        # With tini as PID 1 a missing program would surface only as exit code 127;
+        # say what is wrong before starting anything.
+        program = spec.process.argv[0]
+        search = spec.process.env.get("PATH", oci.DEFAULT_PATH)
+        if find_executable(spec.rootfs, program, search, spec.process.cwd) is None:
+            raise DriverError(
+                f"executable {program!r} not found in the image (PATH={search}); "
+                "check the image's entrypoint or config.init"
+            )
         async with self._lock(mid):
             if self._attach(mid) is not None:
                 raise DriverError(f"machine {mid} is running")
             await self._settle(mid)
             await self._delete_container(mid)
-            unmount_all(mdir / "rootfs")
-            layer = mdir / "layer"
-            if layer.exists():
-                await asyncio.to_thread(shutil.rmtree, layer)
-            (layer / "upper").mkdir(parents=True)
-            (layer / "work").mkdir()
-            (mdir / "rootfs").mkdir(exist_ok=True)
-            (mdir / shim.BUNDLE_DIR).mkdir(exist_ok=True)
-            mount_overlay(spec.rootfs, layer / "upper", layer / "work", mdir / "rootfs")
             try:
-                self._write_bundle(spec, mdir)
-            except BaseException:
                 unmount_all(mdir / "rootfs")
-                raise
+                layer = mdir / "layer"
+                if layer.exists():
+                    await asyncio.to_thread(shutil.rmtree, layer)
+                (layer / "upper").mkdir(parents=True)
+                (layer / "work").mkdir()
+                (mdir / "rootfs").mkdir(exist_ok=True)
+                (mdir / shim.BUNDLE_DIR).mkdir(exist_ok=True)
+                mount_overlay(spec.rootfs, layer / "upper", layer / "work", mdir / "rootfs")
+                try:
+                    self._write_bundle(spec, mdir)
+                except BaseException:
+                    unmount_all(mdir / "rootfs")
+                    raise
+            except OSError as e:
+                raise DriverError(f"cannot prepare machine {mid}: {e}") from e
 
     def _write_bundle(self, spec: LaunchSpec, mdir: Path) -> None:
         try:
@@ -141,6 +167,7 @@ class RuncDriver(ShimDriver):
             hosts_path=mdir / "hosts",
             resolv_path=mdir / "resolv.conf",
             nofile=self.nofile,
+            init=self.init,
         )
         (mdir / shim.BUNDLE_DIR / "config.json").write_text(json.dumps(config))
 
@@ -168,7 +195,7 @@ class RuncDriver(ShimDriver):
                 errors.append(str(entry.get("msg", "")))
         return f"{message}: {'; '.join(errors)}" if errors else message
 
-    async def _deliver(self, machine_id: str, watch: _Watch, signum: int) -> None:
+    async def _deliver(self, machine_id: str, watch: ShimWatch, signum: int) -> None:
         rc, err = await self._runc("kill", machine_id, str(signum))
         # Failing because the process just exited is fine; the shim reports the exit.
         if rc != 0 and is_alive(watch.pid, watch.pid_start_ticks) and not watch.exited.done():

@@ -3,10 +3,12 @@
 The shim, not the agent, is the parent of the machine's process: it records the exit
 status on disk and outlives the agent. The driver watches each shim through a pidfd
 and, after an agent restart, re-attaches to shims found through their state files.
+It keeps one spare shim started ahead of time (see ``shim.py``), so a machine start
+does not wait for a Python interpreter to start.
 
-Per machine, in memory: a ``_Watch`` exists from a successful start (or re-attach)
+Per machine, in memory: a ``ShimWatch`` exists from a successful start (or re-attach)
 until the driver has finished handling the shim's exit; the exit is then delivered on
-``_Watch.exited`` and a background release (unmount, remove the writable layer) runs,
+``ShimWatch.exited`` and a background release (unmount, remove the writable layer) runs,
 which ``prepare``/``start``/``destroy`` wait for. On disk (``state_dir/<id>/``):
 ``shim.json`` (the shim's pid and start time, the process's pid) and ``exit.json``.
 """
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 SHIM_SCRIPT = Path(shim.__file__)
 # The base interpreter, not a venv's: the shim is stdlib-only and starts a bit faster.
 SHIM_PYTHON = os.path.realpath(sys.executable)
-SHIM_LOG = "shim.log"
+SPARE_LOG = ".shim.log"
+"""Output of spare shims before they get a machine (in the state dir)."""
 
 KILL_TIMEOUT = 10.0
 """How long a SIGKILLed machine may take to be reported exited before we give up."""
@@ -51,7 +54,16 @@ _MACHINE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(slots=True)
-class _Watch:
+class _Spare:
+    """A shim started ahead of time, waiting on its command pipe for a machine."""
+
+    pid: int
+    command_fd: int
+    notify_fd: int
+
+
+@dataclass(slots=True)
+class ShimWatch:
     """A shim we watch through a pidfd, from start (or re-attach) until its exit is handled."""
 
     shim_pid: int
@@ -219,22 +231,24 @@ class ShimDriver(Driver):
         self.start_timeout = start_timeout
         state_dir.mkdir(parents=True, exist_ok=True)
         self._shim = compile_shim(state_dir)
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, ShimWatch] = {}
         self._releases: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._finishers: set[asyncio.Task[None]] = set()
+        self._spare: _Spare | None = None
+        self._closed = False
 
     # -- what subclasses provide ------------------------------------------------------
 
     @abc.abstractmethod
     def _shim_args(self, machine_id: str) -> list[str]:
-        """The shim's arguments after ``MODE MACHINE_DIR`` (and the mode first)."""
+        """The shim command: the mode, then its arguments after ``MACHINE_DIR``."""
 
     @abc.abstractmethod
     def _is_prepared(self, machine_id: str) -> bool: ...
 
     @abc.abstractmethod
-    async def _deliver(self, machine_id: str, watch: _Watch, signum: int) -> None:
+    async def _deliver(self, machine_id: str, watch: ShimWatch, signum: int) -> None:
         """Send ``signum`` to the machine's main process."""
 
     @abc.abstractmethod
@@ -355,6 +369,10 @@ class ShimDriver(Driver):
             return Inspection("exited", exit=status)
 
     def close(self) -> None:
+        self._closed = True
+        if self._spare is not None:
+            _discard(self._spare)
+            self._spare = None
         for watch in self._watches.values():
             watch.loop.remove_reader(watch.pidfd)
             os.close(watch.pidfd)
@@ -367,25 +385,33 @@ class ShimDriver(Driver):
     # -- internals --------------------------------------------------------------------
 
     async def _spawn(self, machine_id: str, mdir: Path) -> Inspection:
-        argv = [SHIM_PYTHON, "-I", "-S", str(self._shim)]
         args = self._shim_args(machine_id)
-        argv += [args[0], str(mdir), *args[1:]]
-        read_fd, write_fd = os.pipe()
+        command = "\0".join([args[0], str(mdir), *args[1:]]).encode()
         try:
-            shim_pid = _spawn_shim(argv, mdir / SHIM_LOG, write_fd)
+            spare = self._take_spare()
         except OSError as e:
-            os.close(read_fd)
             raise DriverError(f"cannot spawn the shim: {e}") from e
+        shim_pid, read_fd = spare.pid, spare.notify_fd
+        try:
+            _write_all(spare.command_fd, command)
+        except BrokenPipeError:
+            log.warning("machine %s: the shim died before its command", machine_id)
         finally:
-            os.close(write_fd)
+            os.close(spare.command_fd)
         pidfd = os.pidfd_open(shim_pid)
         try:
             message = await asyncio.wait_for(_read_to_eof(read_fd), self.start_timeout)
         except TimeoutError:
             message = f"error timed out after {self.start_timeout:g}s"
             os.kill(shim_pid, signal.SIGKILL)
+        except BaseException:
+            # Cancelled: the shim carries on; ``_attach`` finds it through shim.json.
+            os.close(pidfd)
+            raise
         finally:
             os.close(read_fd)
+        # Not earlier: a starting interpreter would compete with runc for the CPU.
+        asyncio.get_running_loop().call_soon(self._replenish)
         word, _, rest = message.strip().partition(" ")
         if word == "running":
             pid_text, _, started_text = rest.partition(" ")
@@ -408,11 +434,53 @@ class ShimDriver(Driver):
         reap_if_child(shim_pid)
         if word != "error":
             rest = "the shim exited unexpectedly"
-            log.error("%s: %s; shim log:\n%s", machine_id, rest, _tail(mdir / SHIM_LOG))
+            log.error(
+                "%s: %s; shim logs:\n%s\n%s",
+                machine_id,
+                rest,
+                _tail(self.state_dir / SPARE_LOG),
+                _tail(mdir / shim.SHIM_LOG),
+            )
         await self._kill_orphan(machine_id, read_json(mdir / shim.STATE_FILE))
         (mdir / shim.STATE_FILE).unlink(missing_ok=True)
         await asyncio.to_thread(self._release, machine_id)
         raise DriverError(self._start_error(machine_id, rest))
+
+    def _new_spare(self) -> _Spare:
+        notify_r, notify_w = os.pipe()
+        command_r, command_w = os.pipe()
+        try:
+            pid = _spawn_shim(
+                [SHIM_PYTHON, "-I", "-S", str(self._shim)],
+                self.state_dir / SPARE_LOG,
+                notify_w,
+                command_r,
+            )
+        except OSError:
+            os.close(notify_r)
+            os.close(command_w)
+            raise
+        finally:
+            os.close(notify_w)
+            os.close(command_r)
+        return _Spare(pid, command_w, notify_r)
+
+    def _take_spare(self) -> _Spare:
+        """The waiting spare shim if it is still alive, else a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            stat = shim.proc_stat(spare.pid)
+            if stat is not None and stat[0] not in ("Z", "X"):
+                return spare
+            _discard(spare)
+        return self._new_spare()
+
+    def _replenish(self) -> None:
+        if self._spare is None and not self._closed:
+            try:
+                self._spare = self._new_spare()
+            except OSError:
+                log.exception("cannot start a spare shim")
 
     def _watch(
         self,
@@ -424,9 +492,9 @@ class ShimDriver(Driver):
         pid: int | None,
         pid_start_ticks: int | None,
         started_at: float | None,
-    ) -> _Watch:
+    ) -> ShimWatch:
         loop = asyncio.get_running_loop()
-        watch = _Watch(
+        watch = ShimWatch(
             shim_pid=shim_pid,
             pidfd=pidfd,
             our_child=our_child,
@@ -440,7 +508,7 @@ class ShimDriver(Driver):
         loop.add_reader(pidfd, self._shim_exited, machine_id, watch)
         return watch
 
-    def _attach(self, machine_id: str) -> _Watch | None:
+    def _attach(self, machine_id: str) -> ShimWatch | None:
         """The watch on the machine's shim, re-attaching to a live one found on disk."""
         watch = self._watches.get(machine_id)
         if watch is not None:
@@ -474,7 +542,7 @@ class ShimDriver(Driver):
             started_at=state.get("started_at"),
         )
 
-    def _shim_exited(self, machine_id: str, watch: _Watch) -> None:
+    def _shim_exited(self, machine_id: str, watch: ShimWatch) -> None:
         watch.loop.remove_reader(watch.pidfd)
         os.close(watch.pidfd)
         if watch.our_child:
@@ -484,7 +552,7 @@ class ShimDriver(Driver):
         self._finishers.add(task)
         task.add_done_callback(self._finishers.discard)
 
-    async def _finish(self, machine_id: str, watch: _Watch) -> None:
+    async def _finish(self, machine_id: str, watch: ShimWatch) -> None:
         mdir = self.machine_dir(machine_id)
         status = read_exit(mdir / shim.EXIT_FILE)
         if status is None:
@@ -497,15 +565,19 @@ class ShimDriver(Driver):
 
     async def _lost(self, machine_id: str, state: dict[str, Any] | None) -> ExitStatus:
         log.warning("machine %s: its shim vanished without recording an exit", machine_id)
+        # Whatever fails here, waiters must get an answer.
         try:
             await self._kill_orphan(machine_id, state)
-        except DriverError:
+        except Exception:
             log.exception("machine %s: cannot kill what its shim left", machine_id)
         status = ExitStatus(exit_code=LOST_EXIT_CODE, exited_at=time.time(), lost=True)
-        write_exit(self.machine_dir(machine_id) / shim.EXIT_FILE, status)
+        try:
+            write_exit(self.machine_dir(machine_id) / shim.EXIT_FILE, status)
+        except OSError:
+            log.exception("machine %s: cannot record the lost exit", machine_id)
         return status
 
-    async def _kill(self, machine_id: str, watch: _Watch) -> None:
+    async def _kill(self, machine_id: str, watch: ShimWatch) -> None:
         await self._deliver(machine_id, watch, signal.SIGKILL)
         try:
             await asyncio.wait_for(asyncio.shield(watch.exited), KILL_TIMEOUT)
@@ -533,7 +605,7 @@ class ShimDriver(Driver):
             await asyncio.shield(task)
 
 
-def _spawn_shim(argv: list[str], log_path: Path, notify_fd: int) -> int:
+def _spawn_shim(argv: list[str], log_path: Path, notify_fd: int, command_fd: int) -> int:
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         return os.posix_spawn(
@@ -544,14 +616,31 @@ def _spawn_shim(argv: list[str], log_path: Path, notify_fd: int) -> int:
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log_fd, 1),
                 (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                # dup2 into the child only: the pipe stays close-on-exec here, so no
-                # other process spawned meanwhile can hold it open.
+                # dup2 into the child only: the pipes stay close-on-exec here, so no
+                # other process spawned meanwhile can hold them open.
                 (os.POSIX_SPAWN_DUP2, notify_fd, shim.NOTIFY_FD),
+                (os.POSIX_SPAWN_DUP2, command_fd, shim.COMMAND_FD),
             ],
             setsid=True,
         )
     finally:
         os.close(log_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _discard(spare: _Spare) -> None:
+    """Kill and reap a spare shim: it has no machine yet."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(spare.pid, signal.SIGKILL)
+    os.close(spare.command_fd)
+    os.close(spare.notify_fd)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(spare.pid, 0)
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

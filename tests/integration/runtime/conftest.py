@@ -7,22 +7,16 @@ on the same host don't collide, and teardown removes everything even after failu
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import secrets
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from roost.net import HostNetwork, MachineAddressing, MachineNetworks
-from roost.runtime import RuncDriver, set_child_subreaper
-from roost.runtime.runc import CGROUP_ROOT
-from roost.runtime.shim import STATE_FILE, proc_stat
-from roost.runtime.supervised import read_json
+from roost.runtime import set_child_subreaper
+from tests.integration.runtime.env import NetEnv, RuncEnv, clean, reap_orphans
 
 RUN = secrets.token_hex(2)
 
@@ -33,6 +27,7 @@ def _subreaper() -> Iterator[None]:
     set_child_subreaper(True)
     yield
     set_child_subreaper(False)
+    reap_orphans()
 
 
 def _free_octet() -> int:
@@ -41,12 +36,6 @@ def _free_octet() -> int:
         if f"172.31.{octet}." not in routes:
             return octet
     raise RuntimeError("no free 172.31.x.0/24 for the test network")
-
-
-@dataclass
-class NetEnv:
-    host: HostNetwork
-    machines: MachineNetworks
 
 
 @pytest.fixture(scope="session")
@@ -71,63 +60,10 @@ def net_env() -> Iterator[NetEnv]:
         asyncio.run(host.teardown())
 
 
-@dataclass
-class RuncEnv:
-    """Driver instances over one state dir, as successive agent runs would create them."""
-
-    state_dir: Path
-    runc_root: Path
-    cgroup_parent: str
-    made: list[RuncDriver] = field(default_factory=list)
-
-    def new(self) -> RuncDriver:
-        d = RuncDriver(self.state_dir, runc_root=self.runc_root, cgroup_parent=self.cgroup_parent)
-        self.made.append(d)
-        return d
-
-    def cgroup(self, controller: str, machine_id: str) -> Path:
-        return CGROUP_ROOT / controller / self.cgroup_parent.strip("/") / machine_id
-
-
 @pytest.fixture
 async def runc_env(tmp_path: Path) -> AsyncIterator[RuncEnv]:
     env = RuncEnv(tmp_path / "machines", tmp_path / "runc", f"/roost-test-{secrets.token_hex(4)}")
     try:
         yield env
     finally:
-        await _clean(env)
-
-
-async def _clean(env: RuncEnv) -> None:
-    """Destroy through the driver, then remove by hand whatever that left (on failures)."""
-    final = env.new()
-    for mid in final.known():
-        with contextlib.suppress(Exception):
-            await final.destroy(mid)
-    for d in env.made:
-        d.close()
-    _clean_by_hand(env)
-
-
-def _clean_by_hand(env: RuncEnv) -> None:
-    for state_file in env.state_dir.glob(f"*/{STATE_FILE}"):
-        state = read_json(state_file) or {}
-        stat = proc_stat(state.get("pid", 0))
-        if stat is not None and stat[2] == state.get("start_ticks"):
-            os.kill(state["pid"], signal.SIGKILL)
-    listing = subprocess.run(
-        ["runc", "--root", str(env.runc_root), "list", "-q"], capture_output=True, text=True
-    )
-    for cid in listing.stdout.split():
-        subprocess.run(["runc", "--root", str(env.runc_root), "delete", "-f", cid], check=False)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        target = line.split()[4]
-        if target.startswith(str(env.state_dir)):
-            subprocess.run(["umount", "-l", target], check=False)
-    parent = env.cgroup_parent.strip("/")
-    for controller in CGROUP_ROOT.iterdir():
-        top = controller / parent
-        if top.is_dir():
-            for d in sorted(top.glob("**/"), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
+        await clean(env)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from roost.net.machine import host_veth_name, link_exists
-from tests.integration.runtime.conftest import NetEnv
+from tests.integration.runtime.env import NetEnv
 
 pytestmark = pytest.mark.root
 

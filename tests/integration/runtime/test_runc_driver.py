@@ -22,13 +22,14 @@ from roost.runtime import (
     RuncDriver,
 )
 from roost.runtime.shim import STATE_FILE, proc_stat
-from tests.fixtures.rootfs import INDEX_HTML
-from tests.integration.runtime.conftest import NetEnv, RuncEnv
+from tests.fixtures.rootfs import INDEX_HTML, make_fifo, wait_fifo
+from tests.integration.runtime.env import NetEnv, RuncEnv
 
 pytestmark = pytest.mark.root
 
 MID = "0123456789abcd"
-TRAP_TERM = "trap 'exit 7' TERM; sleep 1000 & wait"
+# Handles TERM, then says so through the FIFO /ctl/ready (see _ctl).
+TRAP_TERM = "trap 'exit 7' TERM; echo > /ctl/ready; sleep 1000 & wait"
 DOCKER_CAP_MASK = 0xA80425FB
 
 
@@ -42,6 +43,13 @@ def _mountinfo() -> str:
 
 def _spec(rootfs: Path, *argv: str, mid: str = MID, **kw: object) -> LaunchSpec:
     return LaunchSpec(mid, rootfs, ProcessSpec(list(argv), {}), **kw)  # type: ignore[arg-type]
+
+
+def _ctl(tmp_path: Path) -> tuple[Path, Mount]:
+    """The FIFO ``/ctl/ready`` inside the machine: (its host path, the mount to give)."""
+    ctl = tmp_path / "ctl"
+    ctl.mkdir()
+    return make_fifo(ctl), Mount(ctl, "/ctl")
 
 
 async def _start(driver: RuncDriver, spec: LaunchSpec) -> int:
@@ -80,9 +88,10 @@ async def test_httpd_is_reachable_over_v4_and_v6(
         await _start(driver, spec)
         assert await _http_get(str(addr.v4), 8080) == (200, INDEX_HTML)
         assert await _http_get(str(addr.v6), 8080) == (200, INDEX_HTML)
-        # httpd as PID 1 has no TERM handler: the stop ends in a SIGKILL.
-        status = await driver.stop(MID, signal.SIGTERM, 0.1)
-        assert status is not None and status.exit_code == 137
+        # httpd installs no TERM handler; behind tini as PID 1 the default action
+        # applies, so the stop signal alone ends it.
+        status = await driver.stop(MID, signal.SIGTERM, 10)
+        assert status is not None and status.exit_code == 128 + signal.SIGTERM
     finally:
         await driver.destroy(MID)
         await net_env.machines.delete(MID)
@@ -103,9 +112,13 @@ async def test_exit_code_is_captured(runc_env: RuncEnv, busybox_rootfs: Path) ->
     assert info.state == "exited" and info.exit == status
 
 
-async def test_stop_returns_the_trapped_exit_code(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
+async def test_stop_returns_the_trapped_exit_code(
+    runc_env: RuncEnv, busybox_rootfs: Path, tmp_path: Path
+) -> None:
     driver = runc_env.new()
-    await _start(driver, _spec(busybox_rootfs, "sh", "-c", TRAP_TERM))
+    ready, ctl = _ctl(tmp_path)
+    await _start(driver, _spec(busybox_rootfs, "sh", "-c", TRAP_TERM, mounts=(ctl,)))
+    await wait_fifo(ready)
     status = await driver.stop(MID, signal.SIGTERM, 10)
     assert status is not None and (status.exit_code, status.signal) == (7, None)
     assert await driver.stop(MID, signal.SIGTERM, 10) is None
@@ -113,7 +126,8 @@ async def test_stop_returns_the_trapped_exit_code(runc_env: RuncEnv, busybox_roo
 
 async def test_stop_kills_an_init_ignoring_term(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
     driver = runc_env.new()
-    await _start(driver, _spec(busybox_rootfs, "sleep", "1000"))  # init: TERM has no handler
+    stubborn = "trap '' TERM; while true; do sleep 1; done"
+    await _start(driver, _spec(busybox_rootfs, "sh", "-c", stubborn))
     t0 = time.monotonic()
     status = await driver.stop(MID, signal.SIGTERM, 0.3)
     assert time.monotonic() - t0 >= 0.3
@@ -126,7 +140,8 @@ async def test_memory_limit_oom_kills(runc_env: RuncEnv, busybox_rootfs: Path) -
     grab = 'x=$(head -c 50331648 /dev/zero | tr "\\0" a); echo ${#x}'
     await _start(driver, _spec(busybox_rootfs, "sh", "-c", grab, resources=Resources(memory_mb=24)))
     status = await driver.wait(MID)
-    assert (status.exit_code, status.signal, status.oom_killed) == (137, 9, True)
+    # tini, as PID 1, reports its child's SIGKILL as exit code 128 + 9.
+    assert (status.exit_code, status.oom_killed) == (137, True)
     # The same allocation fits in 256 MiB: the limit, not the command, killed it.
     roomy = _spec(busybox_rootfs, "sh", "-c", grab, resources=Resources(memory_mb=256))
     await _start(driver, roomy)
@@ -196,19 +211,26 @@ async def test_stopped_machine_releases_its_mount(runc_env: RuncEnv, busybox_roo
         await driver.start(MID)
 
 
-async def test_start_failure_reports_runc_error(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
+async def test_missing_program_is_reported_before_start(
+    runc_env: RuncEnv, busybox_rootfs: Path
+) -> None:
     driver = runc_env.new()
-    await driver.prepare(_spec(busybox_rootfs, "no-such-program"))
     with pytest.raises(DriverError, match=r"no-such-program.*not found"):
+        await driver.prepare(_spec(busybox_rootfs, "no-such-program"))
+    with pytest.raises(DriverError):
         await driver.start(MID)
     assert not _mounted(driver.machine_dir(MID) / "rootfs")
     assert not (runc_env.runc_root / MID).exists()
     assert (await driver.inspect(MID)).state == "absent"
 
 
-async def test_recover_after_the_driver_is_dropped(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
+async def test_recover_after_the_driver_is_dropped(
+    runc_env: RuncEnv, busybox_rootfs: Path, tmp_path: Path
+) -> None:
     old = runc_env.new()
-    pid = await _start(old, _spec(busybox_rootfs, "sh", "-c", TRAP_TERM))
+    ready, ctl = _ctl(tmp_path)
+    pid = await _start(old, _spec(busybox_rootfs, "sh", "-c", TRAP_TERM, mounts=(ctl,)))
+    await wait_fifo(ready)
     old.close()
     del old
     driver = runc_env.new()
@@ -250,12 +272,14 @@ async def test_exit_while_no_driver_is_found_by_recover(
 AGENT = """
 import asyncio, sys
 from pathlib import Path
-from roost.runtime import LaunchSpec, ProcessSpec, RuncDriver
+from roost.runtime import LaunchSpec, Mount, ProcessSpec, RuncDriver, set_child_subreaper
 
 async def main():
-    state, runc_root, parent, rootfs = sys.argv[1:5]
+    set_child_subreaper()
+    state, runc_root, parent, rootfs, mid, script, ctl = sys.argv[1:8]
     d = RuncDriver(Path(state), runc_root=Path(runc_root), cgroup_parent=parent)
-    spec = LaunchSpec(sys.argv[5], Path(rootfs), ProcessSpec(["sh", "-c", sys.argv[6]], {}))
+    process = ProcessSpec(["sh", "-c", script], {})
+    spec = LaunchSpec(mid, Path(rootfs), process, mounts=(Mount(Path(ctl), "/ctl"),))
     await d.prepare(spec)
     info = await d.start(spec.machine_id)
     print(info.pid, flush=True)
@@ -265,7 +289,10 @@ asyncio.run(main())
 """
 
 
-async def test_machine_survives_agent_sigkill(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
+async def test_machine_survives_agent_sigkill(
+    runc_env: RuncEnv, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    ready, ctl = _ctl(tmp_path)
     agent = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -276,14 +303,19 @@ async def test_machine_survives_agent_sigkill(runc_env: RuncEnv, busybox_rootfs:
         str(busybox_rootfs),
         MID,
         TRAP_TERM,
+        str(ctl.source),
         stdout=asyncio.subprocess.PIPE,
     )
     assert agent.stdout is not None
     pid = int(await agent.stdout.readline())
+    await wait_fifo(ready)
     agent.kill()
     await agent.wait()
     stat = proc_stat(pid)
     assert stat is not None and stat[0] != "Z"
+    # The orphaned shim came to us, the nearest subreaper, as it would to the agent's.
+    shim_pid = json.loads((runc_env.state_dir / MID / STATE_FILE).read_text())["pid"]
+    assert proc_stat(shim_pid)[1] == os.getpid()  # type: ignore[index]
     driver = runc_env.new()
     info = await driver.recover(MID)
     assert (info.state, info.pid) == ("running", pid)

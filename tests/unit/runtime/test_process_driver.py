@@ -25,6 +25,7 @@ from roost.runtime import (
     select_driver,
 )
 from roost.runtime.shim import STATE_FILE, proc_stat
+from tests.fixtures.rootfs import make_fifo, wait_fifo
 
 MID = "0123456789abcd"
 
@@ -60,6 +61,11 @@ def driver(drivers: Drivers) -> ProcessDriver:
 
 def _spec(rootfs: Path, *argv: str, env: dict[str, str] | None = None) -> LaunchSpec:
     return LaunchSpec(MID, rootfs, ProcessSpec(list(argv), env or {}))
+
+
+def _trap(ready: Path, signame: str, action: str) -> str:
+    """A shell that handles ``signame`` with ``action``, says so on ``ready``, then idles."""
+    return f"trap '{action}' {signame}; echo > {ready}; sleep 1000 & wait"
 
 
 async def _run(driver: ProcessDriver, spec: LaunchSpec) -> None:
@@ -127,22 +133,34 @@ async def test_running_machine_refuses_prepare_and_start(
         await driver.start(MID)
 
 
-async def test_stop_with_trapped_term(driver: ProcessDriver, busybox_rootfs: Path) -> None:
-    await _run(driver, _spec(busybox_rootfs, "sh", "-c", "trap 'exit 7' TERM; sleep 1000 & wait"))
+async def test_stop_with_trapped_term(
+    driver: ProcessDriver, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    ready = make_fifo(tmp_path)
+    await _run(driver, _spec(busybox_rootfs, "sh", "-c", _trap(ready, "TERM", "exit 7")))
+    await wait_fifo(ready)
     status = await driver.stop(MID, signal.SIGTERM, 10)
     assert status is not None and (status.exit_code, status.signal) == (7, None)
 
 
-async def test_stop_escalates_to_kill(driver: ProcessDriver, busybox_rootfs: Path) -> None:
-    await _run(driver, _spec(busybox_rootfs, "sh", "-c", "trap '' TERM; sleep 1000 & wait"))
+async def test_stop_escalates_to_kill(
+    driver: ProcessDriver, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    ready = make_fifo(tmp_path)
+    await _run(driver, _spec(busybox_rootfs, "sh", "-c", _trap(ready, "TERM", "")))
+    await wait_fifo(ready)
     t0 = time.monotonic()
     status = await driver.stop(MID, signal.SIGTERM, 0.2)
     assert time.monotonic() - t0 >= 0.2
     assert status is not None and (status.exit_code, status.signal) == (137, 9)
 
 
-async def test_signal_reaches_the_process(driver: ProcessDriver, busybox_rootfs: Path) -> None:
-    await _run(driver, _spec(busybox_rootfs, "sh", "-c", "trap 'exit 3' USR1; sleep 1000 & wait"))
+async def test_signal_reaches_the_process(
+    driver: ProcessDriver, busybox_rootfs: Path, tmp_path: Path
+) -> None:
+    ready = make_fifo(tmp_path)
+    await _run(driver, _spec(busybox_rootfs, "sh", "-c", _trap(ready, "USR1", "exit 3")))
+    await wait_fifo(ready)
     await driver.signal(MID, signal.SIGUSR1)
     assert (await driver.wait(MID)).exit_code == 3
     await driver.signal(MID, signal.SIGUSR1)  # not running: a no-op
@@ -159,9 +177,11 @@ async def test_leftovers_are_killed_when_main_exits(
 
 
 async def test_recover_reattaches_after_driver_restart(
-    drivers: Drivers, driver: ProcessDriver, busybox_rootfs: Path
+    drivers: Drivers, driver: ProcessDriver, busybox_rootfs: Path, tmp_path: Path
 ) -> None:
-    await _run(driver, _spec(busybox_rootfs, "sh", "-c", "trap 'exit 7' TERM; sleep 1000 & wait"))
+    ready = make_fifo(tmp_path)
+    await _run(driver, _spec(busybox_rootfs, "sh", "-c", _trap(ready, "TERM", "exit 7")))
+    await wait_fifo(ready)
     pid = (await driver.inspect(MID)).pid
     driver.close()
     fresh = drivers.new()

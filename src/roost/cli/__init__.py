@@ -1,0 +1,1 @@
+"""The ``roost`` command line: a flyctl-like client of the Machines API, plus ``roost server``."""

@@ -1,0 +1,110 @@
+"""``roost server``: run the platform for this host in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from roost.cli.session import Session
+
+
+@click.command("server")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where state lives [default: the global --data-dir, else $ROOST_DATA_DIR, "
+    "/var/lib/roost as root, ~/.local/share/roost otherwise].",
+)
+@click.option("--api-listen", metavar="HOST:PORT", help="API address [default: 127.0.0.1:4280].")
+@click.option("--region", help="This host's region [default: local].")
+@click.option(
+    "--driver",
+    type=click.Choice(["runc", "process"]),
+    help="How machines run [default: runc when usable, else process].",
+)
+@click.option(
+    "--registry-listen",
+    metavar="HOST:PORT",
+    help="Local image registry address [default: 127.0.0.1:5000].",
+)
+@click.option("--no-registry", is_flag=True, help="Run without the local image registry.")
+@click.option("--no-demo-images", is_flag=True, help="Do not build the demo images.")
+@click.option("--cpus", type=click.IntRange(min=1), help="Schedulable CPUs [default: 8 per core].")
+@click.option(
+    "--memory",
+    "memory_mb",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Schedulable memory [default: the host's, minus 512 MB].",
+)
+@click.option("--host-id", help="This host's id [default: generated once, kept in the data dir].")
+@click.option(
+    "--insecure-registry",
+    "insecure_registries",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Pull from this registry over plain HTTP (loopback registries always are).",
+)
+@click.option("--bridge", help="Host bridge for machine networks [default: rst0].")
+@click.option("--v4-subnet", metavar="CIDR", help="Machine IPv4 subnet [default: 172.30.0.0/17].")
+@click.option("--v6-subnet", metavar="CIDR", help="Machine IPv6 subnet [default: fdaa:0:1::/64].")
+@click.option("--netns-prefix", help="Prefix of machine network namespaces [default: rst-].")
+@click.option("--cgroup-parent", help="cgroup under which machines run [default: /roost].")
+@click.pass_obj
+def server(
+    session: Session,
+    data_dir: Path | None,
+    api_listen: str | None,
+    region: str | None,
+    driver: str | None,
+    registry_listen: str | None,
+    no_registry: bool,
+    no_demo_images: bool,
+    cpus: int | None,
+    memory_mb: int | None,
+    host_id: str | None,
+    insecure_registries: tuple[str, ...],
+    bridge: str | None,
+    v4_subnet: str | None,
+    v6_subnet: str | None,
+    netns_prefix: str | None,
+    cgroup_parent: str | None,
+) -> None:
+    """Run the roost server (API, agent and registry).
+
+    Runs in the foreground until interrupted; machines keep running across restarts.
+    """
+    if no_registry and registry_listen:
+        raise click.UsageError("--registry-listen and --no-registry exclude each other")
+    # Imported here: the server stack takes about a second to import, and no other
+    # command needs it.
+    from roost.server import ServerConfig, ServerError, run
+
+    settings: dict[str, Any] = {
+        "data_dir": data_dir or session.data_dir,
+        "api_listen": api_listen,
+        "region": region,
+        "driver": driver,
+        "registry_listen": registry_listen,
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "host_id": host_id,
+        "insecure_registries": insecure_registries or None,
+        "bridge": bridge,
+        "v4_subnet": v4_subnet,
+        "v6_subnet": v6_subnet,
+        "netns_prefix": netns_prefix,
+        "cgroup_parent": cgroup_parent,
+    }
+    # Unset options keep ServerConfig's own defaults.
+    config = ServerConfig(**{k: v for k, v in settings.items() if v is not None})
+    if no_registry:
+        config.registry_listen = None
+    if no_demo_images:
+        config.seed_demo_images = False
+    try:
+        run(config)
+    except ServerError as exc:
+        raise click.ClickException(str(exc)) from None
