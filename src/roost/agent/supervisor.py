@@ -424,9 +424,11 @@ class Supervisor:
                 ops.append(Delete(ipam_key(record.ip_index)))
             ops.append(Delete(lease_key(self.app, self.machine_id)))
             if app_exists:
-                destroyed = self._moved("destroyed", generation=record.generation)
-                ops.append(Put(status_key(self.app, self.machine_id), destroyed.to_json()))
                 event = self._event("destroy", "destroyed", "user")
+                destroyed = self._moved(
+                    "destroyed", generation=record.generation, event_id=event.id
+                )
+                ops.append(Put(status_key(self.app, self.machine_id), destroyed.to_json()))
                 ops.append(Put(event_key(self.app, self.machine_id, event.id), event.to_json()))
             else:
                 # The app is gone: nothing will ever list this machine again.
@@ -578,6 +580,8 @@ class Supervisor:
                     log.error("machine %s: no transition %s on %s", self.machine_id, state, move)
             if state not in ("started", "starting") and "checks" not in changes:
                 changes["checks"] = []
+            if events:
+                changes["event_id"] = events[-1].id
             status = self._moved(state, **changes)
             ops: list[Put | Delete] = [Put(status_key(self.app, self.machine_id), status.to_json())]
             ops += [Put(event_key(self.app, self.machine_id, e.id), e.to_json()) for e in events]

@@ -522,7 +522,10 @@ class Machines:
         states: Sequence[str],
         timeout: float,
         version: str | None = None,
+        from_event_id: str | None = None,
     ) -> dict[str, Any]:
+        """Until the machine is in one of ``states``; with ``version`` only that version
+        counts, with ``from_event_id`` only states reached after that event."""
         snap = await self._load(app, mid, allow_destroyed=True)
         key = status_key(app, mid)
         status_kv = await self._store.get(key)
@@ -530,6 +533,8 @@ class Machines:
         def reached(status: MachineStatus | None) -> str | None:
             state = status.state if status else "destroyed"
             if version and status and status.version != version:
+                return None
+            if from_event_id and status and status.event_id <= from_event_id:
                 return None
             if state in states or ("settled" in states and state in SETTLED):
                 return state
@@ -699,7 +704,10 @@ class Machines:
 
 
 def _waited(state: str, status: MachineStatus | None, record: MachineRecord) -> dict[str, Any]:
-    return {"ok": True, "state": state, "version": status.version if status else record.version}
+    out = {"ok": True, "state": state, "version": status.version if status else record.version}
+    if status and status.event_id:
+        out["event_id"] = status.event_id
+    return out
 
 
 def _version(version: str, config: dict[str, Any], stamp: str) -> str:

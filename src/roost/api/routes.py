@@ -253,7 +253,12 @@ async def machines_wait(
                 "call wait again to wait longer"
             )
     return await services(request).machines.wait(
-        app_name, machine_id, states=states, timeout=seconds, version=version or instance_id
+        app_name,
+        machine_id,
+        states=states,
+        timeout=seconds,
+        version=version or instance_id,
+        from_event_id=from_event_id,
     )
 
 

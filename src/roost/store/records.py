@@ -98,6 +98,8 @@ class MachineStatus(Record):
     checks: list[dict[str, Any]] = field(default_factory=list)
     last_exit: dict[str, Any] | None = None
     restart_count: int = 0
+    event_id: str = ""
+    """The newest event written with this status (ULIDs sort by time)."""
     updated_at: str = ""
 
 

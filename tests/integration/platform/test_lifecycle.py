@@ -303,3 +303,33 @@ def _container_pid(roost: RoostServer, mid: str) -> int | None:
 
     state = json.loads(out.stdout)
     return state["pid"] if state["status"] == "running" else None
+
+
+def test_suspend_falls_back_to_stop_and_says_so(
+    c: httpx.Client, app: str, demo_images: dict[str, str]
+) -> None:
+    machine = run(c, app, {"image": demo_images["roost/hello"]})
+    mid = machine["id"]
+    r = c.post(f"/v1/apps/{app}/machines/{mid}/suspend")
+    assert r.status_code == 200, r.text
+    wait(c, app, mid, "stopped")
+    suspend = next(e for e in events(c, app, mid) if e["type"] == "suspend")
+    assert "stopped instead" in suspend["request"]["message"]
+    destroy(c, app, mid)
+
+
+def test_wait_from_event_id_only_counts_later_states(
+    c: httpx.Client, app: str, demo_images: dict[str, str]
+) -> None:
+    machine = run(c, app, {"image": demo_images["roost/hello"]})
+    mid = machine["id"]
+    first = wait(c, app, mid, "started")
+    r = c.get(
+        f"/v1/apps/{app}/machines/{mid}/wait",
+        params={"state": "started", "timeout": 1, "from_event_id": first["event_id"]},
+    )
+    assert r.status_code == 408
+    c.post(f"/v1/apps/{app}/machines/{mid}/restart")
+    later = wait(c, app, mid, "started", from_event_id=first["event_id"])
+    assert later["event_id"] > first["event_id"]
+    destroy(c, app, mid)

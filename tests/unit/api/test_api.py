@@ -367,6 +367,7 @@ async def test_update_rules(api: Api) -> None:
     m = await make_machine(api, config={"image": IMAGE, "metadata": {"keep": "me"}})
     base = f"/v1/apps/web/machines/{m['id']}"
     new = {"image": IMAGE, "env": {"A": "1"}}
+    api.clock.now += 1  # versions are time-ordered ULIDs
     r = await api.client.post(base, json={"config": new, "current_version": "stale"})
     assert r.status_code == 409
     r = await api.client.post(base, json={"config": new, "current_version": m["version"]})
