@@ -114,7 +114,7 @@ class Supervisor:
         self._exit: asyncio.Task[ExitStatus] | None = None
         self._started_at = 0.0
         self._checks: CheckRunner | None = None
-        self._status_lock = asyncio.Lock()
+        self._last_write: asyncio.Task[None] | None = None
         self.done = False
 
     # -- inputs from the agent ------------------------------------------------------------
@@ -221,8 +221,13 @@ class Supervisor:
             while run.step < len(steps):
                 await getattr(self, f"_step_{steps[run.step]}")(run, record)
                 self._ctx.journal.advance(run)
-            await self._end(run, record)
+            # The journal may close the run before its outcome is stored: if that write
+            # is lost, the generation is simply applied again, and every step is
+            # idempotent.
+            write = self._end(run, record)
             self._ctx.journal.finish(run, "done")
+            if write is not None:
+                await write
         except StepFailed as exc:
             log.warning("machine %s: %s failed: %s", self.machine_id, run.plan, exc)
             await self._fail(run, record, str(exc))
@@ -248,26 +253,30 @@ class Supervisor:
                 events.append(self._event("restart", "starting", "flyd"))
             elif record.action == "launch" and record.generation == 1:
                 events.append(self._event("launch", "created", "user"))
-        if move is not None:
-            await self._publish(move, events, version=self._status.version)
-        elif events:
-            await self._publish(None, events)
+        # Not awaited: the steps need not wait for "starting" to be stored, and the
+        # write chain keeps it ahead of whatever the run writes next.
+        if move is not None or events:
+            self._publish(move, events)
 
-    async def _end(self, run: Run, record: MachineRecord) -> None:
+    def _end(self, run: Run, record: MachineRecord) -> asyncio.Task[None] | None:
+        """Publish the run's outcome; the caller awaits the returned write."""
         source = "flyd" if run.payload.get("policy") else "user"
         generation = record.generation
+        exit_info = run.payload.get("exit")
         if run.plan in ("start", "restart"):
-            await self._publish(
+            events = [self._exit_event(exit_info, requested=True)] if exit_info else []
+            events.append(self._event("start", "started", source))
+            return self._publish(
                 "running",
-                [self._event("start", "started", source)],
+                events,
                 generation=generation,
                 version=record.version,
                 image_ref=run.payload.get("image_ref", self._status.image_ref),
                 restart_count=run.payload.get("restart_count", 0),
+                last_exit=exit_info or self._status.last_exit,
                 checks=[r.wire() for r in self._checks.results] if self._checks else [],
             )
-        elif run.plan == "stop":
-            exit_info = run.payload.get("exit")
+        if run.plan == "stop":
             events = []
             if exit_info:
                 events.append(self._exit_event(exit_info, requested=True))
@@ -281,25 +290,23 @@ class Supervisor:
             kind = "suspend" if suspended else "stop"
             status = "suspended" if suspended and self._can_suspend() else "stopped"
             events.append(self._event(kind, status, source, request))
-            # The halt step moved a stopped process on already; this covers a process
-            # that ended by itself between planning and halting.
             settling = self._status.state in ("stopping", "suspending")
-            await self._publish(
+            return self._publish(
                 "exited" if settling else None,
                 events,
                 generation=generation,
                 version=record.version,
                 last_exit=exit_info or self._status.last_exit,
             )
-        elif run.plan == "settle":
+        if run.plan == "settle":
             events = []
             if record.action == "launch" and record.generation == 1:
                 events.append(self._event("launch", "created", "user"))
             elif record.action == "update":
                 events.append(self._event("update", "replaced", "user"))
-            await self._publish(None, events, generation=generation, version=record.version)
-        elif run.plan == "destroy":
-            self.done = True
+            return self._publish(None, events, generation=generation, version=record.version)
+        self.done = True
+        return None
 
     async def _fail(self, run: Run, record: MachineRecord, message: str) -> None:
         await self._stop_checks()
@@ -338,7 +345,6 @@ class Supervisor:
         self._exit = None
         if exit_status is not None:
             run.payload["exit"] = _exit_info(exit_status, requested=True, ran_for=self._ran_for())
-            await self._publish("exited", [], last_exit=run.payload["exit"])
 
     async def _step_pull(self, run: Run, record: MachineRecord) -> None:
         config = _config(record)
@@ -406,6 +412,9 @@ class Supervisor:
     async def _step_release(self, run: Run, record: MachineRecord) -> None:
         """Give back the address and capacity, and record the machine as destroyed."""
         store = self._ctx.store
+        if self._last_write is not None:
+            # Earlier status writes must not land after "destroyed".
+            await asyncio.wait([self._last_write])
         app_exists = await store.get(app_key(self.app)) is not None
         while True:
             alloc_key = hostalloc_key(record.host_id)
@@ -569,26 +578,40 @@ class Supervisor:
             **changes,
         )
 
-    async def _publish(self, move: Input | None, events: list[Event], **changes: Any) -> None:
-        """Apply a transition and write the new status with its events, atomically."""
-        async with self._status_lock:
-            state = self._status.state
-            if move is not None:
-                try:
-                    state = transition(state, move)
-                except InvalidTransition:
-                    log.error("machine %s: no transition %s on %s", self.machine_id, state, move)
-            if state not in ("started", "starting") and "checks" not in changes:
-                changes["checks"] = []
-            if events:
-                changes["event_id"] = events[-1].id
-            status = self._moved(state, **changes)
-            ops: list[Put | Delete] = [Put(status_key(self.app, self.machine_id), status.to_json())]
-            ops += [Put(event_key(self.app, self.machine_id, e.id), e.to_json()) for e in events]
-            await self._ctx.store.txn([], ops)
-            self._status = status
+    def _publish(
+        self, move: Input | None, events: list[Event], **changes: Any
+    ) -> asyncio.Task[None]:
+        """Apply a transition now and write the new status with its events, atomically.
+
+        The in-memory status moves at once; the store writes are chained, so they land in
+        the order they were made even when a caller does not wait for its own write.
+        """
+        state = self._status.state
+        if move is not None:
+            try:
+                state = transition(state, move)
+            except InvalidTransition:
+                log.error("machine %s: no transition %s on %s", self.machine_id, state, move)
+        if state not in ("started", "starting") and "checks" not in changes:
+            changes["checks"] = []
         if events:
-            await self._trim_events()
+            changes["event_id"] = events[-1].id
+        self._status = self._moved(state, **changes)
+        ops: list[Put | Delete] = [
+            Put(status_key(self.app, self.machine_id), self._status.to_json())
+        ]
+        ops += [Put(event_key(self.app, self.machine_id, e.id), e.to_json()) for e in events]
+        previous = self._last_write
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self._ctx.store.txn([], ops)
+            if events:
+                await self._trim_events()
+
+        self._last_write = asyncio.ensure_future(write())
+        return self._last_write
 
     async def _trim_events(self) -> None:
         kvs = (await self._ctx.store.range(events_prefix(self.app, self.machine_id))).kvs

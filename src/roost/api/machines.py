@@ -692,8 +692,9 @@ class Machines:
         record = MachineRecord.from_json(kv.value)
         if record.desired == "destroyed" and not allow_destroyed:
             raise MachineNotFound(mid)
-        status_kv = await self._store.get(status_key(app, mid))
-        lease_kv = await self._store.get(lease_key(app, mid))
+        status_kv, lease_kv = await asyncio.gather(
+            self._store.get(status_key(app, mid)), self._store.get(lease_key(app, mid))
+        )
         return Snapshot(
             record=record,
             record_kv=kv,
