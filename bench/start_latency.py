@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,120 +68,113 @@ def report(name: str, samples: list[float]) -> tuple[float, float]:
     return p50, p95
 
 
-def bench_roost(server_image: str, tmp: Path, runs: int) -> list[float]:
-    server = new_server(tmp)
-    server.start()
-    try:
-        c = server.client()
-        c.post("/v1/apps", json={"name": "bench"}).raise_for_status()
-        machine = c.post("/v1/apps/bench/machines", json={"config": {"image": server_image}}).json()
-        mid = machine["id"]
-        base = f"/v1/apps/bench/machines/{mid}"
-        c.get(f"{base}/wait", params={"state": "started", "timeout": 30}).raise_for_status()
-        ip = _ipv4(machine["private_ip"], server)
-        samples = []
-        for _ in range(runs + 1):
-            c.post(f"{base}/stop").raise_for_status()
-            c.get(f"{base}/wait", params={"state": "stopped", "timeout": 30}).raise_for_status()
-            t0 = time.perf_counter()
-            c.post(f"{base}/start").raise_for_status()
-            wait_port(ip, 8080)
-            samples.append(time.perf_counter() - t0)
-        c.delete(base, params={"force": "true"})
-        c.get(f"{base}/wait", params={"state": "destroyed", "timeout": 30})
-        return samples[1:]
-    finally:
-        server.cleanup()
+class RoostSide:
+    """A machine on a real ``roost server``; each sample: POST start → port accepting."""
+
+    def __init__(self, image: str, tmp: Path) -> None:
+        self.server = new_server(tmp)
+        self.server.start()
+        self.client = self.server.client()
+        self.client.post("/v1/apps", json={"name": "bench"}).raise_for_status()
+        body = {"config": {"image": image}}
+        machine = self.client.post("/v1/apps/bench/machines", json=body).json()
+        self.base = f"/v1/apps/bench/machines/{machine['id']}"
+        self._wait("started")
+        self.ip = _ipv4(machine["private_ip"], self.server)
+
+    def _wait(self, state: str) -> None:
+        params = {"state": state, "timeout": 30}
+        self.client.get(f"{self.base}/wait", params=params).raise_for_status()
+
+    def one(self) -> float:
+        self.client.post(f"{self.base}/stop").raise_for_status()
+        self._wait("stopped")
+        t0 = time.perf_counter()
+        self.client.post(f"{self.base}/start").raise_for_status()
+        wait_port(self.ip, 8080)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.server.cleanup()
 
 
-@dataclass
-class Bare:
-    """A bundle equivalent to a roost machine's, with its netns and image ready."""
+class BareSide:
+    """``runc run -d`` of an equivalent bundle: same rootfs, config, init and netns."""
 
-    image: Image
-    host: HostNetwork
-    nets: MachineNetworks
-    spec: LaunchSpec
-    ip: str
+    def __init__(self, image_ref: str, tmp: Path) -> None:
+        self.tmp = tmp
+        self.mdir = tmp / "bare"
+        self.runc = ["runc", "--root", str(tmp / "runc")]
+        devnull = subprocess.DEVNULL
+        self.quiet: dict[str, Any] = {"stdin": devnull, "stdout": devnull, "stderr": devnull}
+        self.runs = 0
+        self.image, self.host, self.nets, spec, self.ip = asyncio.run(self._network(image_ref))
+        (self.mdir / "bundle").mkdir(parents=True)
+        (self.mdir / "hosts").write_text(oci.hosts_file(spec))
+        (self.mdir / "resolv.conf").write_text("")
+        config = oci.build_config(
+            spec,
+            root_path=self.mdir / "rootfs",
+            cgroups_path=f"/roost-bench/{BARE_ID}",
+            hosts_path=self.mdir / "hosts",
+            resolv_path=self.mdir / "resolv.conf",
+            nofile=20000,
+            init=DEFAULT_INIT if DEFAULT_INIT.exists() else None,
+        )
+        (self.mdir / "bundle/config.json").write_text(json.dumps(config))
 
+    async def _network(
+        self, image_ref: str
+    ) -> tuple[Image, HostNetwork, MachineNetworks, LaunchSpec, str]:
+        images = ImageStore(self.tmp / "images")
+        image = await images.pull(image_ref)
+        await images.aclose()
+        addressing = MachineAddressing("172.30.250.0/24", "fdaa:0:250::/64")
+        host = HostNetwork("rstbench", addressing)
+        await host.setup()
+        nets = MachineNetworks("rstbench", addressing, "rstb-")
+        netns = await nets.create(BARE_ID, 2)
+        argv = [*image.config.entrypoint, *image.config.cmd]
+        spec = LaunchSpec(BARE_ID, image.rootfs, ProcessSpec(argv=argv, env={}), netns=netns)
+        return image, host, nets, spec, str(addressing.address(2).v4)
 
-async def prepare_bare(image_ref: str, tmp: Path) -> Bare:
-    images = ImageStore(tmp / "images")
-    image = await images.pull(image_ref)
-    await images.aclose()
-    addressing = MachineAddressing("172.30.250.0/24", "fdaa:0:250::/64")
-    host = HostNetwork("rstbench", addressing)
-    await host.setup()
-    nets = MachineNetworks("rstbench", addressing, "rstb-")
-    netns = await nets.create(BARE_ID, 2)
-    spec = LaunchSpec(
-        machine_id=BARE_ID,
-        rootfs=image.rootfs,
-        process=ProcessSpec(argv=[*image.config.entrypoint, *image.config.cmd], env={}),
-        netns=netns,
-    )
-    return Bare(image, host, nets, spec, str(addressing.address(2).v4))
+    def one(self) -> float:
+        # A fresh writable layer, as roost gives each start; not timed, in bare's favour.
+        layer = self.mdir / f"layer{self.runs}"
+        self.runs += 1
+        (layer / "upper").mkdir(parents=True)
+        (layer / "work").mkdir()
+        (self.mdir / "rootfs").mkdir(exist_ok=True)
+        mount_overlay(self.image.rootfs, layer / "upper", layer / "work", self.mdir / "rootfs")
+        bundle = str(self.mdir / "bundle")
+        t0 = time.perf_counter()
+        subprocess.run([*self.runc, "run", "-d", "-b", bundle, BARE_ID], check=True, **self.quiet)
+        wait_port(self.ip, 8080)
+        elapsed = time.perf_counter() - t0
+        subprocess.run([*self.runc, "kill", BARE_ID, "KILL"], check=False, **self.quiet)
+        while self._status() not in ("stopped", None):
+            time.sleep(0.002)
+        subprocess.run([*self.runc, "delete", "-f", BARE_ID], check=False, **self.quiet)
+        unmount_all(self.mdir / "rootfs")
+        return elapsed
 
+    def _status(self) -> str | None:
+        out = subprocess.run([*self.runc, "state", BARE_ID], capture_output=True).stdout
+        return json.loads(out).get("status") if out else None
 
-async def teardown_bare(bare: Bare) -> None:
-    await bare.nets.delete(BARE_ID)
-    await bare.host.teardown()
-
-
-def bench_bare(bare: Bare, tmp: Path, runs: int) -> list[float]:
-    mdir = tmp / "bare"
-    runc = ["runc", "--root", str(tmp / "runc")]
-    (mdir / "bundle").mkdir(parents=True)
-    (mdir / "hosts").write_text(oci.hosts_file(bare.spec))
-    (mdir / "resolv.conf").write_text("")
-    config = oci.build_config(
-        bare.spec,
-        root_path=mdir / "rootfs",
-        cgroups_path=f"/roost-bench/{BARE_ID}",
-        hosts_path=mdir / "hosts",
-        resolv_path=mdir / "resolv.conf",
-        nofile=20000,
-        init=DEFAULT_INIT if DEFAULT_INIT.exists() else None,
-    )
-    (mdir / "bundle/config.json").write_text(json.dumps(config))
-    quiet: dict[str, Any] = {
-        "stdin": subprocess.DEVNULL,
-        "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.DEVNULL,
-    }
-    samples = []
-    try:
-        for i in range(runs + 1):
-            # A fresh writable layer, as roost gives each start; not timed, in bare's favour.
-            layer = mdir / f"layer{i}"
-            (layer / "upper").mkdir(parents=True)
-            (layer / "work").mkdir()
-            (mdir / "rootfs").mkdir(exist_ok=True)
-            mount_overlay(bare.image.rootfs, layer / "upper", layer / "work", mdir / "rootfs")
-            t0 = time.perf_counter()
-            bundle = str(mdir / "bundle")
-            subprocess.run([*runc, "run", "-d", "-b", bundle, BARE_ID], check=True, **quiet)
-            wait_port(bare.ip, 8080)
-            samples.append(time.perf_counter() - t0)
-            subprocess.run([*runc, "kill", BARE_ID, "KILL"], check=False, **quiet)
-            while _runc_status(runc) not in ("stopped", None):
-                time.sleep(0.002)
-            subprocess.run([*runc, "delete", "-f", BARE_ID], check=False, **quiet)
-            unmount_all(mdir / "rootfs")
-    finally:
-        subprocess.run([*runc, "delete", "-f", BARE_ID], check=False, **quiet)
-        unmount_all(mdir / "rootfs")
+    def close(self) -> None:
+        subprocess.run([*self.runc, "delete", "-f", BARE_ID], check=False, **self.quiet)
+        unmount_all(self.mdir / "rootfs")
+        asyncio.run(self._teardown())
         for controller in Path("/sys/fs/cgroup").iterdir():
             leaf = controller / "roost-bench"
             for d in (leaf / BARE_ID, leaf):
                 if d.is_dir():
                     d.rmdir()
-    return samples[1:]
 
-
-def _runc_status(runc: list[str]) -> str | None:
-    out = subprocess.run([*runc, "state", BARE_ID], capture_output=True).stdout
-    return json.loads(out).get("status") if out else None
+    async def _teardown(self) -> None:
+        await self.nets.delete(BARE_ID)
+        await self.host.teardown()
 
 
 def _ipv4(private_ip: str, server: object) -> str:
@@ -197,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
+    roost: list[float] = []
+    bare: list[float] = []
     with tempfile.TemporaryDirectory(prefix="roost-bench-") as tmpdir:
         tmp = Path(tmpdir)
         routes = [("-4", "172.30.0.0/16"), ("-6", "fdaa::/16")]
@@ -204,16 +198,19 @@ def main() -> None:
             subprocess.run(["ip", family, "route", "replace", "unreachable", net], check=True)
         registry = LocalRegistry(tmp / "registry", f"127.0.0.1:{free_port()}")
         asyncio.run(registry.start())
+        sides: list[RoostSide | BareSide] = []
         try:
-            refs = asyncio.run(seed_demo_images(registry.addr, tmp / "build"))
-            image = refs["roost/hello"]
-            roost = bench_roost(image, tmp / "roost", args.runs)
-            setup = asyncio.run(prepare_bare(image, tmp))
-            try:
-                bare = bench_bare(setup, tmp, args.runs)
-            finally:
-                asyncio.run(teardown_bare(setup))
+            image = asyncio.run(seed_demo_images(registry.addr, tmp / "build"))["roost/hello"]
+            sides = [RoostSide(image, tmp / "roost"), BareSide(image, tmp)]
+            for side in sides:
+                side.one()  # warm-up, not counted
+            # Interleaved, so both sides see the same load on a shared machine.
+            for _ in range(args.runs):
+                roost.append(sides[0].one())
+                bare.append(sides[1].one())
         finally:
+            for side in sides:
+                side.close()
             asyncio.run(registry.stop())
             for family, net in routes:
                 subprocess.run(
