@@ -60,10 +60,7 @@ class ProcessDriver(ShimDriver):
     async def prepare(self, spec: LaunchSpec) -> None:
         mid = spec.machine_id
         mdir = self.machine_dir(mid)
-        if not spec.process.argv:
-            raise DriverError(f"machine {mid} has no command to run")
-        if not spec.rootfs.is_dir():
-            raise DriverError(f"image rootfs {spec.rootfs} is not a directory")
+        self._check_spec(spec)
         async with self._lock(mid):
             if self._attach(mid) is not None:
                 raise DriverError(f"machine {mid} is running")

@@ -117,10 +117,7 @@ class RuncDriver(ShimDriver):
     async def prepare(self, spec: LaunchSpec) -> None:
         mid = spec.machine_id
         mdir = self.machine_dir(mid)
-        if not spec.process.argv:
-            raise DriverError(f"machine {mid} has no command to run")
-        if not spec.rootfs.is_dir():
-            raise DriverError(f"image rootfs {spec.rootfs} is not a directory")
+        self._check_spec(spec)
         # With tini as PID 1 a missing program would surface only as exit code 127;
         # say what is wrong before starting anything.
         program = spec.process.argv[0]

@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from roost.runtime import shim
-from roost.runtime.base import Driver, DriverError, ExitStatus, Inspection, MachineNotPrepared
+from roost.runtime.base import (
+    Driver,
+    DriverError,
+    ExitStatus,
+    Inspection,
+    LaunchSpec,
+    MachineNotPrepared,
+)
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +275,12 @@ class ShimDriver(Driver):
         return message
 
     # -- paths ------------------------------------------------------------------------
+
+    def _check_spec(self, spec: LaunchSpec) -> None:
+        if not spec.process.argv:
+            raise DriverError(f"machine {spec.machine_id} has no command to run")
+        if not spec.rootfs.is_dir():
+            raise DriverError(f"image rootfs {spec.rootfs} is not a directory")
 
     def machine_dir(self, machine_id: str) -> Path:
         if not _MACHINE_ID.fullmatch(machine_id):
