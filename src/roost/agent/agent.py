@@ -158,12 +158,16 @@ class Agent:
         )
 
     async def _supervise(self, supervisor: Supervisor) -> None:
-        try:
-            await supervisor.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("machine %s: supervisor crashed", supervisor.machine_id)
+        # A supervisor that fails (the store briefly unavailable, a bug) starts over:
+        # its run begins by re-attaching to the machine and resuming the journal.
+        while not supervisor.done:
+            try:
+                await supervisor.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("machine %s: supervisor failed; retrying", supervisor.machine_id)
+                await self.ctx.sleep(RETRY_DELAY)
 
     async def _reap(self, mine: dict[str, MachineRecord]) -> None:
         """Remove local machines the store does not place on this host any more."""
