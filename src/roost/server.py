@@ -49,6 +49,8 @@ from roost.net.host import HostNetwork
 from roost.net.ipam import MachineAddressing
 from roost.net.iproute import NetworkError
 from roost.net.machine import MachineNetworks
+from roost.proxy.control import LocalControl
+from roost.proxy.server import Proxy, ProxyConfig, ProxyError
 from roost.runtime import DriverError, RuncDriver, select_driver, set_child_subreaper
 from roost.store.records import HostRecord
 from roost.store.sqlite import SqliteStore
@@ -92,6 +94,9 @@ class ServerConfig:
     unreachable_v6: str = "fdaa::/16"
     netns_prefix: str = "rst-"
     cgroup_parent: str = "/roost"
+    proxy_listen: str | None = "0.0.0.0:8080"
+    proxy_domain: str = "localhost"
+    autostop_interval: float = 120.0
     cpus: int = 0
     """Schedulable CPUs; 0 = 8 per core (shared CPUs are overcommitted)."""
     memory_mb: int = 0
@@ -177,6 +182,8 @@ class Server:
         machines = Machines(store, Placement(store), addressing, region=cfg.region)
         services = Services(apps=Apps(store, machines), machines=machines, auth=auth)
         self._api = await self._serve_api(create_app(services, ready=lambda: self.ready))
+        if cfg.proxy_listen:
+            await self._start_proxy(store, machines, registry_addr)
         if self._seeding is not None:
             await self._seeding
         self.ready = True
@@ -240,6 +247,28 @@ class Server:
         await server.startup(sockets=[sock])
         self._api_loop = asyncio.create_task(server.main_loop())
         return server
+
+    async def _start_proxy(
+        self, store: SqliteStore, machines: Machines, registry_addr: str | None
+    ) -> None:
+        cfg = self.config
+        assert cfg.proxy_listen is not None
+        reserved = {split_hostport(cfg.api_listen, 4280)[1]}
+        if registry_addr:
+            reserved.add(split_hostport(registry_addr, 5000)[1])
+        proxy = Proxy(
+            store,
+            LocalControl(machines),
+            ProxyConfig(
+                listen=cfg.proxy_listen,
+                domain=cfg.proxy_domain,
+                region=cfg.region,
+                autostop_interval=cfg.autostop_interval,
+                reserved_ports=frozenset(reserved),
+            ),
+        )
+        await proxy.start()
+        self._stack.push_async_callback(proxy.stop)
 
     def _lock_data_dir(self) -> None:
         # Two servers on one data dir would each think they own its machines.
@@ -321,6 +350,6 @@ def run(config: ServerConfig) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         uvloop.run(Server(config).serve())
-    except (ServerError, DriverError, NetworkError) as exc:
+    except (ServerError, DriverError, NetworkError, ProxyError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -39,6 +39,23 @@ from roost.cli.session import Session
     metavar="MB",
     help="Schedulable memory [default: the host's, minus 512 MB].",
 )
+@click.option(
+    "--proxy-listen",
+    metavar="HOST:PORT",
+    help="Where the proxy takes app traffic [default: 0.0.0.0:8080].",
+)
+@click.option("--no-proxy", is_flag=True, help="Run without the proxy.")
+@click.option(
+    "--proxy-domain",
+    metavar="DOMAIN",
+    help="Apps answer as <app>.DOMAIN on the proxy [default: localhost].",
+)
+@click.option(
+    "--autostop-interval",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="How often the proxy looks for idle machines to stop [default: 120].",
+)
 @click.option("--host-id", help="This host's id [default: generated once, kept in the data dir].")
 @click.option(
     "--insecure-registry",
@@ -64,6 +81,10 @@ def server(
     no_demo_images: bool,
     cpus: int | None,
     memory_mb: int | None,
+    proxy_listen: str | None,
+    no_proxy: bool,
+    proxy_domain: str | None,
+    autostop_interval: float | None,
     host_id: str | None,
     insecure_registries: tuple[str, ...],
     bridge: str | None,
@@ -90,6 +111,9 @@ def server(
         "registry_listen": registry_listen,
         "cpus": cpus,
         "memory_mb": memory_mb,
+        "proxy_listen": proxy_listen,
+        "proxy_domain": proxy_domain,
+        "autostop_interval": autostop_interval,
         "host_id": host_id,
         "insecure_registries": insecure_registries or None,
         "bridge": bridge,
@@ -102,6 +126,10 @@ def server(
     config = ServerConfig(**{k: v for k, v in settings.items() if v is not None})
     if no_registry:
         config.registry_listen = None
+    if no_proxy and proxy_listen:
+        raise click.UsageError("--proxy-listen and --no-proxy exclude each other")
+    if no_proxy:
+        config.proxy_listen = None
     if no_demo_images:
         config.seed_demo_images = False
     try:

@@ -1,0 +1,1 @@
+"""The edge proxy: routing, balancing, autostart, autostop."""
