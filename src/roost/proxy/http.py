@@ -21,15 +21,13 @@ from roost.proxy.catalog import Catalog, Machine, Service
 from roost.proxy.metrics import ProxyMetrics
 from roost.proxy.replay import Replay, parse_replay
 from roost.proxy.router import Lease, NoCapacity, Router
-from roost.proxy.upstream import ConnectFailed, Pool, ResponseHead, Upstream, UpstreamError
+from roost.proxy.upstream import Pool, ResponseHead, Upstream, UpstreamError
 from roost.spec import ids
 
 log = logging.getLogger("roost.proxy")
 
 REPLAY_LIMIT = 1024 * 1024
 REPLAY_HOPS = 3
-CONNECT_RETRY_WINDOW = 3.0
-CONNECT_RETRY_FIRST = 0.02
 READ_HIGH_WATER = 256 * 1024
 HOP_BY_HOP = frozenset(
     {
@@ -322,18 +320,13 @@ class ClientConnection(asyncio.Protocol):
             reused = False
             try:
                 if request.upgrade:
-                    upstream = await _connect_patiently(pool, machine, service)
+                    upstream = await pool.connect(
+                        machine.address, service.internal_port, patient=True
+                    )
                 else:
                     upstream, reused = await pool.get(machine.address, service.internal_port)
                 await self._send_request(upstream, request, head)
                 return upstream, await upstream.head()
-            except ConnectFailed:
-                if attempt == 0 and not request.upgrade:
-                    # A machine that just started may not listen yet: give it a moment.
-                    upstream = await _connect_patiently(pool, machine, service)
-                    pool.put(upstream)
-                    continue
-                raise
             except UpstreamError:
                 if upstream is not None:
                     upstream.close()
@@ -577,20 +570,6 @@ _REASONS = {
     503: b"Service Unavailable",
     508: b"Loop Detected",
 }
-
-
-async def _connect_patiently(pool: Pool, machine: Machine, service: Service) -> Upstream:
-    """Connect, retrying refused connections for a little while (the app may be booting)."""
-    delay = CONNECT_RETRY_FIRST
-    deadline = asyncio.get_running_loop().time() + CONNECT_RETRY_WINDOW
-    while True:
-        try:
-            return await pool.connect(machine.address, service.internal_port)
-        except ConnectFailed:
-            if asyncio.get_running_loop().time() + delay > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
 
 
 def _frame(chunk: bytes, chunked: bool) -> bytes:

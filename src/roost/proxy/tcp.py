@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from roost.proxy.catalog import Catalog, Machine, Service
 from roost.proxy.router import Lease, NoCapacity, Router
-from roost.proxy.upstream import CONNECT_TIMEOUT
+from roost.proxy.upstream import ConnectFailed, connect
 
 log = logging.getLogger("roost.proxy")
 
@@ -161,15 +161,11 @@ class TcpListeners:
 
     async def _pipe(self, client: PipeEnd, lease: Lease) -> None:
         machine, service = lease.machine, lease.service
-        loop = asyncio.get_running_loop()
         try:
-            _, upstream = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: PipeEnd(lease.release), machine.address, service.internal_port
-                ),
-                CONNECT_TIMEOUT,
+            _, upstream = await connect(
+                lambda: PipeEnd(lease.release), machine.address, service.internal_port, True
             )
-        except (OSError, TimeoutError) as exc:
+        except ConnectFailed as exc:
             lease.release()
             self.router.metrics.errors[(machine.app, machine.id)] += 1
             log.warning("tcp: machine %s unreachable: %s", machine.id, exc)

@@ -13,12 +13,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httptools
 
 IDLE_TIMEOUT = 4.0
 MAX_IDLE_PER_TARGET = 64
 CONNECT_TIMEOUT = 5.0
+CONNECT_RETRY_WINDOW = 3.0
+CONNECT_RETRY_FIRST = 0.02
+CONNECT_RETRY_MAX = 0.25
+
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 class UpstreamError(Exception):
@@ -203,19 +209,10 @@ class Pool:
                 upstream.begin()
                 return upstream, True
             upstream.close()
-        return await self.connect(address, port), False
+        return await self.connect(address, port, patient=True), False
 
-    async def connect(self, address: str, port: int) -> Upstream:
-        loop = asyncio.get_running_loop()
-        try:
-            _, upstream = await asyncio.wait_for(
-                loop.create_connection(lambda: Upstream((address, port)), address, port),
-                CONNECT_TIMEOUT,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise ConnectFailed(
-                f"cannot connect to the machine at {address}:{port}: {exc}"
-            ) from exc
+    async def connect(self, address: str, port: int, *, patient: bool = False) -> Upstream:
+        _, upstream = await connect(lambda: Upstream((address, port)), address, port, patient)
         return upstream
 
     def put(self, upstream: Upstream) -> None:
@@ -233,3 +230,29 @@ class Pool:
             for upstream in idle:
                 upstream.close()
         self.idle.clear()
+
+
+async def connect(
+    factory: Callable[[], P], address: str, port: int, patient: bool = False
+) -> tuple[asyncio.BaseTransport, P]:
+    """Connect to a machine; ``patient`` retries refusals for a few seconds, because a
+    machine that has just started may not listen yet."""
+    loop = asyncio.get_running_loop()
+    delay = CONNECT_RETRY_FIRST
+    deadline = loop.time() + (CONNECT_RETRY_WINDOW if patient else 0.0)
+    while True:
+        try:
+            return await asyncio.wait_for(
+                loop.create_connection(factory, address, port), CONNECT_TIMEOUT
+            )
+        except ConnectionRefusedError as exc:
+            if loop.time() + delay > deadline:
+                raise ConnectFailed(
+                    f"cannot connect to the machine at {address}:{port}: {exc}"
+                ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CONNECT_RETRY_MAX)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(
+                f"cannot connect to the machine at {address}:{port}: {exc or 'timed out'}"
+            ) from exc
