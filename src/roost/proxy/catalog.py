@@ -129,6 +129,8 @@ class Catalog:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _synced: asyncio.Event = field(default_factory=asyncio.Event)
     version: int = 0
+    applied: int = 0
+    """The store revision the view reflects (the last change applied)."""
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._follow(), name="proxy-catalog")]
@@ -169,10 +171,11 @@ class Catalog:
                 # One watch over the common prefix keeps changes in revision order.
                 async for event in self.store.watch("/", revision + 1):
                     key = event.kv.key
+                    self.applied = max(self.applied, event.kv.mod_revision)
                     if key.startswith(PREFIXES):
                         value = event.kv.value if event.type == "put" else None
                         self._apply(key, value)
-                        await self._bump()
+                    await self._bump()
             except Compacted:
                 continue
             except StoreError:
@@ -195,6 +198,7 @@ class Catalog:
             for kv in listing.kvs:
                 self._apply(kv.key, kv.value, rebuild=False)
         revision = min(revisions)
+        self.applied = max(revisions)
         self._rebuild_all()
         await self._bump()
         return revision

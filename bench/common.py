@@ -1,0 +1,294 @@
+"""Shared by the proxy and cold-start benchmarks: a platform to measure and small helpers.
+
+:func:`platform` brings up, in order, the unreachable routes for the machine ranges,
+a local registry and a real ``roost server`` (the test fixture's), and takes them down
+in reverse order however the benchmark ends (exception, Ctrl-C, SIGTERM).
+:func:`build_nginx_image` makes a machine image out of the host's nginx, a backend
+fast enough that the proxy's own cost shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from roost.images.build import build_image, push, seed_demo_images
+from roost.images.local_registry import LocalRegistry, free_port
+from tests.fixtures.platform import RoostServer, new_server
+
+UNREACHABLE = (("-4", "172.30.0.0/16"), ("-6", "fdaa::/16"))
+NGINX_TAG = "latest"
+
+# The backend: one process, no logging, keep-alive forever, a fixed 3-byte body.
+NGINX_MACHINE_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path /tmp/body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 8080 reuseport backlog=4096;
+        location / {
+            default_type text/plain;
+            return 200 "ok\\n";
+        }
+    }
+}
+"""
+
+
+# -- numbers --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+# -- network --------------------------------------------------------------------------------
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Until ``host:port`` accepts a TCP connection (polled every 0.5 ms)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.05):
+                return
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{host}:{port} never accepted") from None
+            time.sleep(0.0005)
+
+
+@contextmanager
+def unreachable_routes() -> Iterator[None]:
+    """No packet to a machine address may leave the VM: routes first, removed last.
+
+    Only routes this call added are removed, so a test session running beside us
+    keeps its own.
+    """
+    added = []
+    try:
+        for family, net in UNREACHABLE:
+            present = subprocess.run(
+                ["ip", family, "route", "show", "type", "unreachable", net],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if not present:
+                subprocess.run(["ip", family, "route", "add", "unreachable", net], check=True)
+                added.append((family, net))
+        yield
+    finally:
+        for family, net in added:
+            subprocess.run(["ip", family, "route", "del", "unreachable", net], check=False)
+
+
+def ipv4_of(private_ip: str, server: RoostServer) -> str:
+    """The machine's IPv4: same offset in the v4 subnet as its IPv6 in the v6 one."""
+    v6 = ipaddress.IPv6Address(private_ip)
+    index = int(v6) - int(ipaddress.IPv6Network(server.v6_subnet).network_address)
+    return str(ipaddress.IPv4Network(server.v4_subnet).network_address + index)
+
+
+# -- the platform ---------------------------------------------------------------------------
+
+
+@dataclass
+class Machine:
+    app: str
+    id: str
+    ip: str
+
+    @property
+    def path(self) -> str:
+        return f"/v1/apps/{self.app}/machines/{self.id}"
+
+
+@dataclass
+class Platform:
+    tmp: Path
+    registry: LocalRegistry
+    server: RoostServer
+    api: httpx.Client
+
+    def demo_images(self) -> dict[str, str]:
+        return asyncio.run(seed_demo_images(self.registry.addr, self.tmp / "build"))
+
+    def nginx_image(self) -> str:
+        return asyncio.run(build_nginx_image(self.tmp / "nginx-image", self.registry.addr))
+
+    def create_machine(self, app: str, config: dict[str, Any]) -> Machine:
+        self.api.post("/v1/apps", json={"name": app}).raise_for_status()
+        response = self.api.post(f"/v1/apps/{app}/machines", json={"config": config})
+        response.raise_for_status()
+        body = response.json()
+        machine = Machine(app, body["id"], ipv4_of(body["private_ip"], self.server))
+        self.wait(machine, "started")
+        return machine
+
+    def wait(self, machine: Machine, state: str) -> None:
+        params = {"state": state, "timeout": 30}
+        self.api.get(f"{machine.path}/wait", params=params).raise_for_status()
+
+    def stop(self, machine: Machine) -> None:
+        self.api.post(f"{machine.path}/stop").raise_for_status()
+        self.wait(machine, "stopped")
+
+
+def http_service(*, soft: int, hard: int, internal_port: int = 8080) -> dict[str, Any]:
+    """The service the proxy routes ``Host: APP.localhost`` to."""
+    return {
+        "protocol": "tcp",
+        "internal_port": internal_port,
+        "ports": [{"port": 80, "handlers": ["http"]}],
+        "concurrency": {"type": "requests", "soft_limit": soft, "hard_limit": hard},
+        "autostart": True,
+        "autostop": False,
+    }
+
+
+@contextmanager
+def platform(prefix: str) -> Iterator[Platform]:
+    """Routes, a registry and a ``roost server`` in a temp dir; all undone on the way out."""
+    with ExitStack() as stack:
+        stack.enter_context(sigterm_as_exit())
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        stack.enter_context(unreachable_routes())
+        registry = LocalRegistry(tmp / "registry", f"127.0.0.1:{free_port()}")
+        asyncio.run(registry.start())
+        stack.callback(lambda: asyncio.run(registry.stop()))
+        server = new_server(tmp / "roost")
+        stack.callback(server.cleanup)
+        server.start()
+        api = stack.enter_context(server.client())
+        yield Platform(tmp, registry, server, api)
+
+
+@contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C does, so every cleanup runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- an nginx machine image -------------------------------------------------------------------
+
+
+def host_nginx() -> Path:
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(found).exists():
+        raise SystemExit("nginx is not installed: apt-get install -y nginx-light")
+    return Path(found)
+
+
+def nginx_version() -> str:
+    out = subprocess.run([host_nginx(), "-v"], capture_output=True, text=True)
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """What ``ldd`` says ``binary`` loads, the dynamic loader included (vdso excluded)."""
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True)
+    libs = []
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if "=>" in words and len(words) > words.index("=>") + 1:
+            target = words[words.index("=>") + 1]
+            if target.startswith("/"):
+                libs.append(Path(target))
+        elif words and words[0].startswith("/"):
+            libs.append(Path(words[0]))  # the loader: "/lib64/ld-linux-x86-64.so.2 (0x...)"
+    return libs
+
+
+def nginx_image_files() -> dict[str, bytes | Path]:
+    nginx = host_nginx()
+    files: dict[str, bytes | Path] = {
+        "/usr/sbin/nginx": nginx,
+        "/etc/nginx/nginx.conf": NGINX_MACHINE_CONF.encode(),
+        "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        "/etc/group": b"root:x:0:\nnogroup:x:65534:\n",
+        "/var/lib/nginx/.keep": b"",
+        "/var/log/nginx/.keep": b"",
+    }
+    # Each library under the name ldd gives, with the content of the file the host's
+    # symlinks end at: the loader looks libraries up by that name only.
+    for lib in shared_libraries(nginx):
+        files[str(lib)] = lib.resolve()
+    return files
+
+
+async def build_nginx_image(workdir: Path, registry_addr: str) -> str:
+    """Build the nginx backend image, push it, return its reference."""
+    layout = await build_image(
+        workdir,
+        tag=NGINX_TAG,
+        files=nginx_image_files(),
+        entrypoint=["/usr/sbin/nginx", "-e", "stderr", "-c", "/etc/nginx/nginx.conf"],
+        cmd=[],
+        exposed_ports=(8080,),
+    )
+    ref = f"{registry_addr}/bench/nginx:{NGINX_TAG}"
+    await push(layout, NGINX_TAG, ref)
+    await asyncio.to_thread(shutil.rmtree, workdir)
+    return ref
+
+
+def http_get(host: str, port: int, header_host: str, timeout: float = 30.0) -> tuple[int, float]:
+    """One ``GET /`` on a new connection: (status, seconds from connect to first byte)."""
+    request = f"GET / HTTP/1.1\r\nHost: {header_host}\r\nConnection: close\r\n\r\n".encode()
+    t0 = time.perf_counter()
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        first = sock.recv(1)
+        elapsed = time.perf_counter() - t0
+        rest = bytearray(first)
+        while chunk := sock.recv(65536):
+            rest += chunk
+    status = int(rest.split(b" ", 2)[1]) if rest.startswith(b"HTTP/1.") else 0
+    return status, elapsed
