@@ -28,10 +28,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from tests.fixtures.platform import RoostServer, new_server
 
 from roost.images.build import build_image, push, seed_demo_images
 from roost.images.local_registry import LocalRegistry, free_port
-from tests.fixtures.platform import RoostServer, new_server
 
 UNREACHABLE = (("-4", "172.30.0.0/16"), ("-6", "fdaa::/16"))
 NGINX_TAG = "latest"

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import itertools
 import math
 import re
 import shutil
 import subprocess
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,11 +150,12 @@ def wrk_version() -> str:
 @dataclass
 class RateResult:
     rate: float
-    """Responses per second actually completed in the measured window."""
+    """Requests per second dispatched in the measured window."""
     latencies: list[float]
     """Scheduled send → response complete, one per measured request."""
     lags: list[float]
-    """Scheduled send → actually written: the generator's own lateness."""
+    """Scheduled send → handed to a connection or the backlog: the generator's own
+    lateness (its timer tick, its CPU share), not the target's."""
     errors: int
 
     @property
@@ -181,7 +182,6 @@ class _Conn(asyncio.Protocol):
     def send(self, scheduled: float) -> None:
         assert self.transport is not None
         self.scheduled = scheduled
-        self.gen.sent(scheduled)
         self.transport.write(self.gen.request)
 
     def data_received(self, data: bytes) -> None:
@@ -222,6 +222,7 @@ class FixedRate:
     _live: set[_Conn] = field(default_factory=set)
     _latencies: list[float] = field(default_factory=list)
     _lags: list[float] = field(default_factory=list)
+    _sent_at: list[float] = field(default_factory=list)
     _errors: int = 0
     _pending: int = 0
     _measure_from: float = math.inf
@@ -248,10 +249,13 @@ class FixedRate:
         for conn in list(self._live):
             if conn.transport is not None:
                 conn.transport.close()
-        measured = self.duration * self.rate
-        window = self.duration + max(0.0, max(self._latencies, default=0.0))
-        return RateResult(len(self._latencies) / window * (measured and 1), self._latencies,
-                          self._lags, self._errors)
+        return RateResult(self._send_rate(), self._latencies, self._lags, self._errors)
+
+    def _send_rate(self) -> float:
+        """Requests dispatched per second over the measured window."""
+        if len(self._sent_at) < 2:
+            return 0.0
+        return (len(self._sent_at) - 1) / (self._sent_at[-1] - self._sent_at[0])
 
     async def _schedule(self, t0: float, total: int) -> None:
         sent = 0
@@ -266,16 +270,16 @@ class FixedRate:
 
     def _dispatch(self, scheduled: float) -> None:
         self._pending += 1
+        if scheduled >= self._measure_from:
+            now = time.perf_counter()
+            self._sent_at.append(now)
+            self._lags.append(now - scheduled)
         if self._idle:
             self._idle.pop().send(scheduled)
         else:
             self._backlog.append(scheduled)
 
     # -- connection callbacks ---------------------------------------------------------------
-
-    def sent(self, scheduled: float) -> None:
-        if scheduled >= self._measure_from:
-            self._lags.append(time.perf_counter() - scheduled)
 
     def completed(self, conn: _Conn, status: int) -> None:
         now = time.perf_counter()
@@ -316,3 +320,183 @@ def run_fixed_rate(target: Target, rate: float, duration: float, connections: in
         return uvloop.run(gen.run())
     finally:
         gc.enable()
+
+
+# -- the three targets ----------------------------------------------------------------------
+
+
+@contextmanager
+def nginx_proxy(workdir: Path, backend: str) -> Iterator[int]:
+    """The host's nginx as a reverse proxy to ``backend``; yields its port."""
+    workdir.mkdir(parents=True)
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_PROXY_CONF.format(dir=workdir, backend=backend, port=port))
+    argv = [str(host_nginx()), "-p", f"{workdir}/", "-e", str(workdir / "error.log")]
+    proc = subprocess.Popen([*argv, "-c", str(conf)], stdin=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port)
+        yield port
+    finally:
+        # TERM to the master: it takes its worker down with it.
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def machine_config(image: str) -> dict[str, object]:
+    # Limits high enough that the router never queues: this measures the data path.
+    return {"image": image, "services": [http_service(soft=1000, hard=10000)]}
+
+
+def check_targets(targets: list[Target]) -> None:
+    """Each target answers 200 ``ok``, and roost's answer came from our machine."""
+    for target in targets:
+        out = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-i",
+                "--max-time",
+                "5",
+                "-H",
+                f"Host: {target.header_host}",
+                target.url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if not out.startswith("HTTP/1.1 200") or not out.endswith("ok\n"):
+            raise SystemExit(f"{target.name} does not answer as expected:\n{out}")
+        if target.name == "roost" and "fly-machine-id:" not in out:
+            raise SystemExit(f"roost's answer lacks fly-machine-id:\n{out}")
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def rotations(rounds: int) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """Round r runs the targets in an order rotated by r, so none is always first."""
+    for r in range(rounds):
+        shift = r % len(TARGETS)
+        yield r, TARGETS[shift:] + TARGETS[:shift]
+
+
+def phase_wrk(targets: dict[str, Target], args: argparse.Namespace) -> dict[str, list[WrkResult]]:
+    results: dict[str, list[WrkResult]] = {name: [] for name in TARGETS}
+    for r, order in rotations(args.rounds):
+        for name in order:
+            result = run_wrk(targets[name], args.threads, args.connections, args.duration)
+            results[name].append(result)
+            print(
+                f"  wrk round {r + 1} {name:>6}: {result.rps:9.0f} rps  p50 {ms(result.p50)} ms"
+                f"  p99 {ms(result.p99)} ms  errors {result.errors}",
+                flush=True,
+            )
+    return results
+
+
+def phase_rate(
+    targets: dict[str, Target], rate: float, args: argparse.Namespace
+) -> dict[str, list[RateResult]]:
+    results: dict[str, list[RateResult]] = {name: [] for name in TARGETS}
+    for r, order in rotations(args.rounds):
+        for name in order:
+            result = run_fixed_rate(targets[name], rate, args.duration, args.rate_connections)
+            results[name].append(result)
+            print(
+                f"  rate round {r + 1} {name:>6}: sent {result.rate:7.0f}/s"
+                f"  p50 {ms(result.p50)} ms"
+                f"  p99 {ms(result.p99)} ms  gen lag p99 {ms(percentile(result.lags, 0.99))} ms"
+                f"  errors {result.errors}",
+                flush=True,
+            )
+    return results
+
+
+def report_wrk(results: dict[str, list[WrkResult]], args: argparse.Namespace) -> None:
+    print(
+        f"\nmaximum throughput: wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+        f" --latency, median of {args.rounds} rounds"
+    )
+    print("| target | rps | p50 | p99 | errors |")
+    print("|---|---|---|---|---|")
+    rps = {}
+    for name in TARGETS:
+        runs = results[name]
+        rps[name] = median([x.rps for x in runs])
+        print(
+            f"| {name} | {rps[name]:.0f} | {ms(median([x.p50 for x in runs]))} ms"
+            f" | {ms(median([x.p99 for x in runs]))} ms | {sum(x.errors for x in runs)} |"
+        )
+    print(f"roost / nginx rps: {rps['roost'] / rps['nginx']:.2f}x   (goal >= 0.5x)")
+    print(f"roost / direct rps: {rps['roost'] / rps['direct']:.2f}x")
+
+
+def report_rate(
+    results: dict[str, list[RateResult]], rate: float, args: argparse.Namespace
+) -> None:
+    print(
+        f"\nadded latency at {rate:.0f} req/s (open loop, {args.rate_connections} keep-alive"
+        f" connections, {args.duration} s per run after 1 s warm-up), median of"
+        f" {args.rounds} rounds"
+    )
+    print("| target | sent/s | p50 | p99 | added p50 | added p99 | gen lag p99 | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    p50 = {n: median([x.p50 for x in results[n]]) for n in TARGETS}
+    p99 = {n: median([x.p99 for x in results[n]]) for n in TARGETS}
+    for name in TARGETS:
+        runs = results[name]
+        added = "—" if name == "direct" else None
+        lag = median([percentile(x.lags, 0.99) for x in runs])
+        print(
+            f"| {name} | {median([x.rate for x in runs]):.0f} | {ms(p50[name])} ms"
+            f" | {ms(p99[name])} ms"
+            f" | {added or ms(p50[name] - p50['direct']) + ' ms'}"
+            f" | {added or ms(p99[name] - p99['direct']) + ' ms'}"
+            f" | {ms(lag)} ms | {sum(x.errors for x in runs)} |"
+        )
+    print("(goal: roost's added p99 <= 1 ms at half load)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c")
+    parser.add_argument("--rate", type=float, help="fixed rate (default: half roost's max)")
+    parser.add_argument("--rate-connections", type=int, default=32)
+    parser.add_argument("--skip-wrk", action="store_true", help="only the fixed-rate phase")
+    args = parser.parse_args()
+    if args.skip_wrk and not args.rate:
+        parser.error("--skip-wrk needs --rate")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    print(f"wrk {wrk_version()}, nginx {nginx_version()} (backend and reverse proxy)")
+    with ExitStack() as stack:
+        plat: Platform = stack.enter_context(platform("roost-bench-proxy-"))
+        machine = plat.create_machine(APP, machine_config(plat.nginx_image()))
+        backend = f"{machine.ip}:8080"
+        nginx_port = stack.enter_context(nginx_proxy(plat.tmp / "nginx-proxy", backend))
+        targets = {
+            "direct": Target("direct", machine.ip, 8080, backend),
+            "nginx": Target("nginx", "127.0.0.1", nginx_port, f"{APP}.localhost"),
+            "roost": Target("roost", "127.0.0.1", plat.server.proxy_port, f"{APP}.localhost"),
+        }
+        check_targets(list(targets.values()))
+        print(f"backend: nginx in machine {machine.id} at {backend}; 1 nginx worker per proxy")
+        wrk_results = None if args.skip_wrk else phase_wrk(targets, args)
+        rate = args.rate or median([x.rps for x in (wrk_results or {})["roost"]]) / 2
+        rate_results = phase_rate(targets, rate, args)
+    if wrk_results is not None:
+        report_wrk(wrk_results, args)
+    report_rate(rate_results, rate, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,7 +21,8 @@ from roost.cli.session import DEFAULT_API_URL, Session
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "apps": ("roost.cli.apps", "apps", "Manage apps (named groups of machines)."),
     "machine": ("roost.cli.machines", "machine", "Manage machines."),
-    "server": ("roost.cli.serve", "server", "Run the roost server (API, agent and registry)."),
+    "proxy": ("roost.cli.proxy", "proxy", "Run the edge proxy on its own."),
+    "server": ("roost.cli.serve", "server", "Run the roost server (API, agent, proxy, registry)."),
 }
 
 

@@ -93,7 +93,7 @@ def server(
     netns_prefix: str | None,
     cgroup_parent: str | None,
 ) -> None:
-    """Run the roost server (API, agent and registry).
+    """Run the roost server (API, agent, proxy, registry).
 
     Runs in the foreground until interrupted; machines keep running across restarts.
     """

@@ -186,6 +186,11 @@ class SqliteStore(Store):
     when done. Lease expiry follows ``clock`` (wall-clock seconds). Tests driving a fake
     clock pass ``reaper=False`` and call :meth:`expire_leases` themselves, so nothing else
     expires leases behind their back.
+
+    ``follow`` makes the store notice commits made by *other processes* on the same file
+    (a standalone ``roost proxy`` beside ``roost server``): it checks SQLite's
+    ``data_version`` every ``follow_interval`` seconds and feeds their history rows to
+    this process's watchers.
     """
 
     def __init__(
@@ -196,6 +201,8 @@ class SqliteStore(Store):
         history_retention: int = 10_000,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         reaper: bool = True,
+        follow: bool = False,
+        follow_interval: float = 0.02,
     ) -> None:
         if history_retention < 1:
             raise ValueError("history_retention must be at least 1")
@@ -208,6 +215,9 @@ class SqliteStore(Store):
         self._compact_step = max(1, history_retention // 10)
         self._synchronous = synchronous
         self._run_reaper = reaper
+        self._follow = follow
+        self._follow_interval = follow_interval
+        self._follower: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -233,6 +243,7 @@ class SqliteStore(Store):
         history_retention: int = 10_000,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         reaper: bool = True,
+        follow: bool = False,
     ) -> SqliteStore:
         """Construct and start a store."""
         store = cls(
@@ -241,6 +252,7 @@ class SqliteStore(Store):
             history_retention=history_retention,
             synchronous=synchronous,
             reaper=reaper,
+            follow=follow,
         )
         try:
             await store.start()
@@ -260,6 +272,8 @@ class SqliteStore(Store):
         await self.expire_leases()
         if self._run_reaper:
             self._reaper = asyncio.create_task(self._reap_forever(), name="roost-sqlite-reaper")
+        if self._follow:
+            self._follower = asyncio.create_task(self._follow_others(), name="roost-sqlite-follow")
 
     @property
     def active_watchers(self) -> int:
@@ -353,9 +367,10 @@ class SqliteStore(Store):
         if self._closed:
             return
         self._closed = True
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.wait([self._reaper])
+        for task in (self._reaper, self._follower):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         for watchers in self._watchers.values():
             for watcher in watchers:
                 watcher.wake.set()
@@ -421,6 +436,32 @@ class SqliteStore(Store):
                     watcher.next_revision = revision
                 watcher.waiting = False
                 watcher.wake.set()
+
+    async def _follow_others(self) -> None:
+        seen = await self._run(self._data_version_sync)
+        while True:
+            await asyncio.sleep(self._follow_interval)
+            try:
+                version = await self._run(self._data_version_sync)
+                if version == seen:
+                    continue
+                seen = version
+                revision, _ = await self._run(self._meta_sync)
+                while self._published < revision:
+                    start = self._published + 1
+                    upto = min(revision, start + _REPLAY_WINDOW - 1)
+                    rows = await self._run(self._rows_sync, start, upto)
+                    by_revision: dict[int, list[WatchEvent]] = {}
+                    for row in rows:
+                        by_revision.setdefault(row[0], []).append(_event(row))
+                    for rev in range(start, upto + 1):
+                        # A revision compacted away publishes as empty: watchers that
+                        # needed it re-read the table and get Compacted from there.
+                        self._publish(rev, by_revision.get(rev, []))
+            except StoreError:
+                if self._closed:
+                    return
+                log.exception("following other writers failed; retrying")
 
     def _set_compacted(self, revision: int) -> None:
         self._compacted = max(self._compacted, revision)
@@ -509,6 +550,17 @@ class SqliteStore(Store):
             (start, upto, *args),
         ).fetchall()
         return upto, compacted, rows
+
+    def _data_version_sync(self) -> int:
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        return cast(int, version)
+
+    def _rows_sync(self, start: int, upto: int) -> list[_HistoryRow]:
+        return self._db.execute(
+            f"SELECT {_HISTORY_COLUMNS} FROM history WHERE revision BETWEEN ? AND ? "
+            "ORDER BY revision, key",
+            (start, upto),
+        ).fetchall()
 
     def _lease_alive_sync(self, lease: int, now: float) -> bool:
         row = self._db.execute(

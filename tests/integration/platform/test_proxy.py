@@ -349,3 +349,30 @@ def test_autostop_keeps_min_machines_running(
     assert metrics.count(f'roost_proxy_autostops_total{{app="{app}"') == 2
     # Traffic still flows to the one left, and wakes the others when it is busy.
     assert proxy_get(autostopping, app).headers["fly-machine-id"] == survivor
+
+
+def test_standalone_proxy_follows_the_server(
+    c: httpx.Client, roost: RoostServer, demo_images: dict[str, str]
+) -> None:
+    import subprocess
+
+    from roost.images.local_registry import free_port
+    from tests.fixtures.platform import roost_bin
+
+    port = free_port()
+    argv = [roost_bin(), "--api-url", roost.url, "--token", roost.token]
+    argv += ["--data-dir", str(roost.data_dir), "proxy", "--listen", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        until(lambda: _port_open(port) or proc.poll() is not None)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        # An app made after the proxy started, with its one machine stopped: the
+        # proxy must see it and wake the machine through the server's API.
+        app = new_app(c, "alone")
+        machine = create(c, app, kit(demo_images), skip_launch=True)
+        r = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": f"{app}.localhost"}, timeout=30)
+        assert r.status_code == 200 and r.headers["fly-machine-id"] == machine["id"]
+        assert get(c, app, machine["id"])["state"] == "started"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -17,6 +17,7 @@ from roost.store import (
     KV,
     Compacted,
     LeaseNotFound,
+    Put,
     SqliteStore,
     StoreError,
     StoreUnavailable,
@@ -317,3 +318,27 @@ async def test_quiet_watcher_outlives_compaction_of_unrelated_history() -> None:
         await stop(watch)
     finally:
         await store.close()
+
+
+async def test_follow_sees_commits_of_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    writer = await SqliteStore.open(path)
+    reader = await SqliteStore.open(path, reaper=False, follow=True)
+    try:
+        start = (await reader.range("/")).revision + 1
+        await writer.put("/a/1", "one")
+        await writer.txn([], [Put("/a/2", "two"), Put("/b/1", "x")])
+        await writer.delete("/a/1")
+        events = []
+        async with asyncio.timeout(5):
+            async for event in reader.watch("/a/", start):
+                events.append((event.type, event.kv.key, event.kv.value))
+                if len(events) == 3:
+                    break
+        assert events == [("put", "/a/1", "one"), ("put", "/a/2", "two"), ("delete", "/a/1", "")]
+        # Its own writes still work, and the other process sees them too.
+        await reader.put("/c/1", "from the reader")
+        assert (await writer.get("/c/1")).value == "from the reader"  # type: ignore[union-attr]
+    finally:
+        await reader.close()
+        await writer.close()
