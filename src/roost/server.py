@@ -95,6 +95,10 @@ class ServerConfig:
     netns_prefix: str = "rst-"
     cgroup_parent: str = "/roost"
     proxy_listen: str | None = "0.0.0.0:8080"
+    proxy_tls_listen: str | None = "0.0.0.0:8443"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """Certificate and key for the proxy's HTTPS listener; unset: a self-signed one."""
     proxy_domain: str = "localhost"
     autostop_interval: float = 120.0
     cpus: int = 0
@@ -265,6 +269,10 @@ class Server:
                 region=cfg.region,
                 autostop_interval=cfg.autostop_interval,
                 reserved_ports=frozenset(reserved),
+                tls_listen=cfg.proxy_tls_listen,
+                tls_cert=cfg.tls_cert,
+                tls_key=cfg.tls_key,
+                tls_dir=cfg.data_dir / "tls",
             ),
         )
         await proxy.start()

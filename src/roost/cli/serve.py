@@ -46,6 +46,20 @@ from roost.cli.session import Session
 )
 @click.option("--no-proxy", is_flag=True, help="Run without the proxy.")
 @click.option(
+    "--proxy-tls-listen",
+    metavar="HOST:PORT",
+    help="Where the proxy takes HTTPS traffic [default: 0.0.0.0:8443].",
+)
+@click.option("--no-proxy-tls", is_flag=True, help="Run the proxy without its HTTPS listener.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Certificate (PEM) for HTTPS [default: a self-signed *.DOMAIN one].",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Its key."
+)
+@click.option(
     "--proxy-domain",
     metavar="DOMAIN",
     help="Apps answer as <app>.DOMAIN on the proxy [default: localhost].",
@@ -83,6 +97,10 @@ def server(
     memory_mb: int | None,
     proxy_listen: str | None,
     no_proxy: bool,
+    proxy_tls_listen: str | None,
+    no_proxy_tls: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     proxy_domain: str | None,
     autostop_interval: float | None,
     host_id: str | None,
@@ -112,6 +130,9 @@ def server(
         "cpus": cpus,
         "memory_mb": memory_mb,
         "proxy_listen": proxy_listen,
+        "proxy_tls_listen": proxy_tls_listen,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
         "proxy_domain": proxy_domain,
         "autostop_interval": autostop_interval,
         "host_id": host_id,
@@ -130,6 +151,10 @@ def server(
         raise click.UsageError("--proxy-listen and --no-proxy exclude each other")
     if no_proxy:
         config.proxy_listen = None
+    if no_proxy_tls or no_proxy:
+        config.proxy_tls_listen = None
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     if no_demo_images:
         config.seed_demo_images = False
     try:

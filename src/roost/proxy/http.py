@@ -129,6 +129,10 @@ class HttpProxy:
     region: str
     port: int
     pool: Pool = field(default_factory=Pool)
+    https: bool = False
+    """Whether this listener terminates TLS (``X-Forwarded-Proto: https``)."""
+    https_port: int | None = None
+    """Where ``force_https`` redirects plain requests; None: no HTTPS listener."""
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -270,6 +274,8 @@ class ClientConnection(asyncio.Protocol):
             return await self._local(request)
         if not proxy.catalog.has_app(app):
             return await self._simple(request, 404, f"no app named {app} on this proxy\n")
+        if not proxy.https and proxy.https_port is not None and _forces_https(proxy, app):
+            return await self._redirect_to_https(request)
         target = Target()
         replay_src = b""
         for hop in range(REPLAY_HOPS + 1):
@@ -467,6 +473,21 @@ class ClientConnection(asyncio.Protocol):
             f"no app for host {host!r}: address apps as <app>.{self.proxy.domain}\n",
         )
 
+    async def _redirect_to_https(self, request: Request) -> bool:
+        host = (request.header(b"host") or b"").decode("latin-1").rsplit(":", 1)[0]
+        port = self.proxy.https_port
+        location = f"https://{host}{'' if port == 443 else f':{port}'}{request.url.decode()}"
+        while await request.body.next() is not None:
+            self._resume_reading()
+        keep = request.keep_alive
+        if self.transport is not None and not self._closed:
+            self.transport.write(
+                b"HTTP/1.1 301 Moved Permanently\r\nlocation: %s\r\ncontent-length: 0\r\n"
+                b"via: 1.1 roost\r\nconnection: %s\r\n\r\n"
+                % (location.encode(), b"keep-alive" if keep else b"close")
+            )
+        return keep
+
     async def _simple(
         self,
         request: Request,
@@ -513,7 +534,8 @@ class ClientConnection(asyncio.Protocol):
         port = str(proxy.port).encode()
         headers += [
             (b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client),
-            (b"x-forwarded-proto", b"http"),
+            (b"x-forwarded-proto", b"https" if proxy.https else b"http"),
+            (b"x-forwarded-ssl", b"on" if proxy.https else b"off"),
             (b"x-forwarded-port", port),
             (b"fly-forwarded-port", port),
             (b"fly-client-ip", client),
@@ -570,6 +592,15 @@ _REASONS = {
     503: b"Service Unavailable",
     508: b"Loop Detected",
 }
+
+
+def _forces_https(proxy: HttpProxy, app: str) -> bool:
+    """Whether the app's HTTP service asks plain requests to move to HTTPS."""
+    for machine in proxy.catalog.machines(app):
+        service = machine.http_service()
+        if service is not None:
+            return any(p.force_https for p in service.ports if p.http)
+    return False
 
 
 def _frame(chunk: bytes, chunked: bool) -> bytes:

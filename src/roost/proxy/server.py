@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 from roost.proxy.autostop import DEFAULT_INTERVAL, Autostopper
 from roost.proxy.catalog import Catalog
@@ -13,6 +15,7 @@ from roost.proxy.http import HttpProxy
 from roost.proxy.metrics import ProxyMetrics
 from roost.proxy.router import QUEUE_TIMEOUT, WAKE_TIMEOUT, Router
 from roost.proxy.tcp import TcpListeners
+from roost.proxy.tls import LocalAuthority, TlsError, server_context
 from roost.store import Store
 
 log = logging.getLogger("roost.proxy")
@@ -32,6 +35,11 @@ class ProxyConfig:
     wake_timeout: float = WAKE_TIMEOUT
     queue_timeout: float = QUEUE_TIMEOUT
     reserved_ports: frozenset[int] = frozenset()
+    tls_listen: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_dir: Path | None = None
+    """Where the local certificate authority lives when no cert and key are given."""
 
 
 class Proxy:
@@ -47,36 +55,54 @@ class Proxy:
             wake_timeout=config.wake_timeout,
             queue_timeout=config.queue_timeout,
         )
-        host, _, port = config.listen.rpartition(":")
-        self.host, self.port = host.strip("[]") or "0.0.0.0", int(port)
+        self.host, self.port = _host_port(config.listen)
+        self.tls_host, self.tls_port = (
+            _host_port(config.tls_listen) if config.tls_listen else ("", None)
+        )
         self.http = HttpProxy(
-            self.catalog, self.router, self.metrics, config.domain, config.region, self.port
+            self.catalog,
+            self.router,
+            self.metrics,
+            config.domain,
+            config.region,
+            self.port,
+            https_port=self.tls_port,
+        )
+        self.https = HttpProxy(
+            self.catalog,
+            self.router,
+            self.metrics,
+            config.domain,
+            config.region,
+            self.tls_port or 0,
+            pool=self.http.pool,
+            https=True,
         )
         self.tcp = TcpListeners(
             self.catalog,
             self.router,
             config.tcp_host,
-            reserved=config.reserved_ports | {self.port},
+            reserved=config.reserved_ports | {self.port, self.tls_port or self.port},
         )
         self.autostop = Autostopper(
             self.catalog, self.router, config.region, interval=config.autostop_interval
         )
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._autostop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
-        loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                self.http.protocol, self.host, self.port, reuse_address=True, backlog=1024
-            )
-        except OSError as exc:
-            await self.catalog.stop()
-            raise ProxyError(
-                f"the proxy cannot listen on {self.config.listen}: {exc.strerror}; "
-                "pick another address with --proxy-listen"
-            ) from None
+            await self._listen(self.http, self.host, self.port, None, self.config.listen)
+            if self.tls_port is not None:
+                context = self._tls_context()
+                assert self.config.tls_listen is not None
+                await self._listen(
+                    self.https, self.tls_host, self.tls_port, context, self.config.tls_listen
+                )
+        except BaseException:
+            await self.stop()
+            raise
         await self.tcp.start()
         self._autostop_task = asyncio.create_task(self.autostop.run(), name="proxy-autostop")
         log.info(
@@ -91,7 +117,36 @@ class Proxy:
             self._autostop_task.cancel()
             await asyncio.gather(self._autostop_task, return_exceptions=True)
         await self.tcp.stop()
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
         self.http.pool.close()
         await self.catalog.stop()
+
+    async def _listen(
+        self, http: HttpProxy, host: str, port: int, tls: ssl.SSLContext | None, spec: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                http.protocol, host, port, reuse_address=True, backlog=1024, ssl=tls
+            )
+        except OSError as exc:
+            raise ProxyError(
+                f"the proxy cannot listen on {spec}: {exc.strerror}; pick another address"
+            ) from None
+        self._servers.append(server)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        config = self.config
+        try:
+            if config.tls_cert and config.tls_key:
+                return server_context(config.tls_cert, config.tls_key)
+            return LocalAuthority(config.tls_dir or Path("tls"), config.domain).context()
+        except TlsError as exc:
+            raise ProxyError(str(exc)) from None
+
+
+def _host_port(spec: str) -> tuple[str, int]:
+    host, _, port = spec.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)

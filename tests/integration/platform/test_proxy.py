@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -376,3 +377,28 @@ def test_standalone_proxy_follows_the_server(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_https_and_force_https(
+    c: httpx.Client, roost: RoostServer, demo_images: dict[str, str]
+) -> None:
+    app = new_app(c, "tls")
+    config = kit(demo_images)
+    config["services"][0]["ports"] = [
+        {"port": 80, "handlers": ["http"], "force_https": True},
+        {"port": 443, "handlers": ["tls", "http"]},
+    ]
+    machine = run(c, app, config)
+    host = f"{app}.localhost"
+    r = httpx.get(f"{roost.proxy_url}/x?y=1", headers={"Host": host}, timeout=10)
+    assert r.status_code == 301
+    assert r.headers["location"] == f"https://{host}:{roost.tls_port}/x?y=1"
+    # Issued for the app's name by the server's local CA, which the client trusts.
+    trust = ssl.create_default_context(cafile=roost.data_dir / "tls" / "ca.crt")
+    with httpx.Client(verify=trust, timeout=10) as tls:
+        r = tls.get(
+            f"https://127.0.0.1:{roost.tls_port}/",
+            headers={"Host": host},
+            extensions={"sni_hostname": host},
+        )
+    assert r.status_code == 200 and r.text == f"hello from {machine['id']}\n"
