@@ -8,6 +8,8 @@
   ``wake_timeout``, until the woken machine is started **and** its port accepts.
 * When every machine is at its hard limit, requests queue for ``queue_timeout``, then
   fail with :class:`NoCapacity` (503).
+* At most ``max_waiting`` requests per app wait at once; more get 503 at once, so a
+  burst against a sleeping app cannot hold unbounded memory.
 
 Load is the number of requests (HTTP) or connections (TCP) in flight per machine,
 counted here; it never goes to the store.
@@ -31,6 +33,7 @@ log = logging.getLogger("roost.proxy")
 
 WAKE_TIMEOUT = 30.0
 QUEUE_TIMEOUT = 5.0
+MAX_WAITING = 1000
 PROBE_INTERVAL = 0.01
 # States a machine passes through on its way to started: wait for it, don't wake another.
 COMING = frozenset({"starting", "restarting", "replacing"})
@@ -81,6 +84,8 @@ class Router:
     region: str
     wake_timeout: float = WAKE_TIMEOUT
     queue_timeout: float = QUEUE_TIMEOUT
+    max_waiting: int = MAX_WAITING
+    """Requests one app may have waiting for a machine; more are refused at once."""
     probe: Probe = tcp_probe
     rng: random.Random = field(default_factory=random.Random)
     load: dict[str, int] = field(default_factory=dict)
@@ -88,6 +93,7 @@ class Router:
     _wakes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _wake_errors: dict[str, str] = field(default_factory=dict)
     _freed: asyncio.Future[None] | None = None
+    _waiting: dict[str, int] = field(default_factory=dict)
 
     async def acquire(
         self,
@@ -132,7 +138,16 @@ class Router:
             if now >= deadline:
                 self.metrics.rejected[app] += 1
                 raise NoCapacity(f"no machine of app {app} became ready in time")
-            await self._wait_for_change(min(deadline, queue_deadline if not coming else deadline))
+            if self._waiting.get(app, 0) >= self.max_waiting:
+                self.metrics.rejected[app] += 1
+                raise NoCapacity(
+                    f"too many requests are already waiting for app {app}; retry later"
+                )
+            self._waiting[app] = self._waiting.get(app, 0) + 1
+            try:
+                await self._wait_for_change(deadline if coming else min(deadline, queue_deadline))
+            finally:
+                self._waiting[app] -= 1
 
     def _take(self, choice: Choice) -> Lease:
         mid = choice.machine.id

@@ -129,3 +129,18 @@ def test_replay_header() -> None:
     assert replay.regions == ("ams", "fra") and replay.elsewhere and replay.state == "abc"
     assert parse_replay("instance=0123456789abcd").instance == "0123456789abcd"
     assert parse_replay("garbage").instance is None
+
+
+async def test_waiting_requests_are_bounded(world: World) -> None:
+    app = await world.app("web")
+    await world.machine(app, service(soft=1, hard=1))
+    world.router.max_waiting = 2
+    held = await world.router.acquire(app, http)
+    waiters = [asyncio.ensure_future(world.router.acquire(app, http)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(NoCapacity, match="too many requests"):
+        await world.router.acquire(app, http)
+    held.release()
+    first = await asyncio.wait_for(waiters[0], 1)
+    first.release()
+    (await asyncio.wait_for(waiters[1], 1)).release()
