@@ -28,15 +28,18 @@ import shutil
 import subprocess
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httptools
 import uvloop
 from common import (
     Platform,
+    cgroup_cpu_seconds,
+    cpu_seconds,
     free_port,
     host_nginx,
     http_service,
@@ -45,6 +48,7 @@ from common import (
     nginx_version,
     percentile,
     platform,
+    process_tree,
     wait_port,
 )
 
@@ -94,17 +98,48 @@ class Target:
     host: str
     port: int
     header_host: str
+    pids: tuple[int, ...] = ()
+    """The proxy's processes, for its CPU cost per request (none for direct)."""
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
 
+# -- CPU cost per request ---------------------------------------------------------------------
+
+
+@dataclass
+class Costed:
+    requests: int = field(default=0, kw_only=True)
+    proxy_cpu: float = field(default=0.0, kw_only=True)
+    """CPU seconds per request used by the proxy's processes."""
+    backend_cpu: float = field(default=0.0, kw_only=True)
+    """CPU seconds per request used by the machine (its cgroup)."""
+
+
+R = TypeVar("R", bound=Costed)
+
+
+def metered(target: Target, machines_cgroup: str, run: Callable[[], R]) -> R:
+    """``run()``, with the CPU the proxy and the machine spent on it per request."""
+    proxy0, backend0 = cpu_seconds(target.pids), cgroup_cpu_seconds(machines_cgroup)
+    result = run()
+    requests = max(1, result.requests)
+    result.proxy_cpu = (cpu_seconds(target.pids) - proxy0) / requests
+    result.backend_cpu = (cgroup_cpu_seconds(machines_cgroup) - backend0) / requests
+    return result
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f}"
+
+
 # -- phase 1: wrk -----------------------------------------------------------------------------
 
 
 @dataclass
-class WrkResult:
+class WrkResult(Costed):
     rps: float
     p50: float
     p99: float
@@ -124,12 +159,13 @@ def parse_wrk(output: str) -> WrkResult:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         errors += int(match.group(1))
     if match := re.search(r"Socket errors: (.*)", output):
         errors += sum(int(n) for n in re.findall(r"\d+", match.group(1)))
-    return WrkResult(rps, p50, p99, errors)
+    return WrkResult(rps, p50, p99, errors, requests=requests)
 
 
 def run_wrk(target: Target, threads: int, connections: int, duration: int) -> WrkResult:
@@ -148,7 +184,7 @@ def wrk_version() -> str:
 
 
 @dataclass
-class RateResult:
+class RateResult(Costed):
     rate: float
     """Requests per second dispatched in the measured window."""
     latencies: list[float]
@@ -249,7 +285,9 @@ class FixedRate:
         for conn in list(self._live):
             if conn.transport is not None:
                 conn.transport.close()
-        return RateResult(self._send_rate(), self._latencies, self._lags, self._errors)
+        return RateResult(
+            self._send_rate(), self._latencies, self._lags, self._errors, requests=total
+        )
 
     def _send_rate(self) -> float:
         """Requests dispatched per second over the measured window."""
@@ -326,8 +364,8 @@ def run_fixed_rate(target: Target, rate: float, duration: float, connections: in
 
 
 @contextmanager
-def nginx_proxy(workdir: Path, backend: str) -> Iterator[int]:
-    """The host's nginx as a reverse proxy to ``backend``; yields its port."""
+def nginx_proxy(workdir: Path, backend: str) -> Iterator[tuple[int, int]]:
+    """The host's nginx as a reverse proxy to ``backend``; yields (master pid, port)."""
     workdir.mkdir(parents=True)
     port = free_port()
     conf = workdir / "nginx.conf"
@@ -336,7 +374,7 @@ def nginx_proxy(workdir: Path, backend: str) -> Iterator[int]:
     proc = subprocess.Popen([*argv, "-c", str(conf)], stdin=subprocess.DEVNULL)
     try:
         wait_port("127.0.0.1", port)
-        yield port
+        yield proc.pid, port
     finally:
         # TERM to the master: it takes its worker down with it.
         proc.terminate()
@@ -386,36 +424,52 @@ def rotations(rounds: int) -> Iterator[tuple[int, tuple[str, ...]]]:
         yield r, TARGETS[shift:] + TARGETS[:shift]
 
 
-def phase_wrk(targets: dict[str, Target], args: argparse.Namespace) -> dict[str, list[WrkResult]]:
+def cost_line(result: Costed) -> str:
+    return f"CPU/req proxy {us(result.proxy_cpu)} us, machine {us(result.backend_cpu)} us"
+
+
+def phase_wrk(bench: Bench, args: argparse.Namespace) -> dict[str, list[WrkResult]]:
     results: dict[str, list[WrkResult]] = {name: [] for name in TARGETS}
     for r, order in rotations(args.rounds):
         for name in order:
-            result = run_wrk(targets[name], args.threads, args.connections, args.duration)
+            target = bench.targets[name]
+
+            def run(target: Target = target) -> WrkResult:
+                return run_wrk(target, args.threads, args.connections, args.duration)
+
+            result = metered(target, bench.machines_cgroup, run)
             results[name].append(result)
             print(
-                f"  wrk round {r + 1} {name:>6}: {result.rps:9.0f} rps  p50 {ms(result.p50)} ms"
-                f"  p99 {ms(result.p99)} ms  errors {result.errors}",
+                f"  wrk  round {r + 1} {name:>6}: {result.rps:6.0f} rps  p50 {ms(result.p50)} ms"
+                f"  p99 {ms(result.p99)} ms  errors {result.errors}  {cost_line(result)}",
                 flush=True,
             )
     return results
 
 
-def phase_rate(
-    targets: dict[str, Target], rate: float, args: argparse.Namespace
-) -> dict[str, list[RateResult]]:
+def phase_rate(bench: Bench, rate: float, args: argparse.Namespace) -> dict[str, list[RateResult]]:
     results: dict[str, list[RateResult]] = {name: [] for name in TARGETS}
     for r, order in rotations(args.rounds):
         for name in order:
-            result = run_fixed_rate(targets[name], rate, args.duration, args.rate_connections)
+            target = bench.targets[name]
+
+            def run(target: Target = target) -> RateResult:
+                return run_fixed_rate(target, rate, args.duration, args.rate_connections)
+
+            result = metered(target, bench.machines_cgroup, run)
             results[name].append(result)
             print(
-                f"  rate round {r + 1} {name:>6}: sent {result.rate:7.0f}/s"
-                f"  p50 {ms(result.p50)} ms"
-                f"  p99 {ms(result.p99)} ms  gen lag p99 {ms(percentile(result.lags, 0.99))} ms"
-                f"  errors {result.errors}",
+                f"  rate round {r + 1} {name:>6}: sent {result.rate:5.0f}/s  p50 {ms(result.p50)}"
+                f" ms  p99 {ms(result.p99)} ms  gen lag p99 {ms(percentile(result.lags, 0.99))}"
+                f" ms  errors {result.errors}  {cost_line(result)}",
                 flush=True,
             )
     return results
+
+
+def cpu_cells(runs: list[WrkResult] | list[RateResult], name: str) -> str:
+    proxy = "—" if name == "direct" else us(median([x.proxy_cpu for x in runs]))
+    return f"{proxy} | {us(median([x.backend_cpu for x in runs]))}"
 
 
 def report_wrk(results: dict[str, list[WrkResult]], args: argparse.Namespace) -> None:
@@ -423,15 +477,16 @@ def report_wrk(results: dict[str, list[WrkResult]], args: argparse.Namespace) ->
         f"\nmaximum throughput: wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
         f" --latency, median of {args.rounds} rounds"
     )
-    print("| target | rps | p50 | p99 | errors |")
-    print("|---|---|---|---|---|")
+    print("| target | rps | p50 | p99 | errors | proxy CPU us/req | machine CPU us/req |")
+    print("|---|---|---|---|---|---|---|")
     rps = {}
     for name in TARGETS:
         runs = results[name]
         rps[name] = median([x.rps for x in runs])
         print(
             f"| {name} | {rps[name]:.0f} | {ms(median([x.p50 for x in runs]))} ms"
-            f" | {ms(median([x.p99 for x in runs]))} ms | {sum(x.errors for x in runs)} |"
+            f" | {ms(median([x.p99 for x in runs]))} ms | {sum(x.errors for x in runs)}"
+            f" | {cpu_cells(runs, name)} |"
         )
     print(f"roost / nginx rps: {rps['roost'] / rps['nginx']:.2f}x   (goal >= 0.5x)")
     print(f"roost / direct rps: {rps['roost'] / rps['direct']:.2f}x")
@@ -445,22 +500,57 @@ def report_rate(
         f" connections, {args.duration} s per run after 1 s warm-up), median of"
         f" {args.rounds} rounds"
     )
-    print("| target | sent/s | p50 | p99 | added p50 | added p99 | gen lag p99 | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| target | sent/s | p50 | p99 | added p50 | added p99 | gen lag p99 | errors"
+        " | proxy CPU us/req | machine CPU us/req |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     p50 = {n: median([x.p50 for x in results[n]]) for n in TARGETS}
     p99 = {n: median([x.p99 for x in results[n]]) for n in TARGETS}
     for name in TARGETS:
         runs = results[name]
-        added = "—" if name == "direct" else None
+        direct = name == "direct"
+        added50 = "—" if direct else f"{ms(p50[name] - p50['direct'])} ms"
+        added99 = "—" if direct else f"{ms(p99[name] - p99['direct'])} ms"
         lag = median([percentile(x.lags, 0.99) for x in runs])
         print(
             f"| {name} | {median([x.rate for x in runs]):.0f} | {ms(p50[name])} ms"
-            f" | {ms(p99[name])} ms"
-            f" | {added or ms(p50[name] - p50['direct']) + ' ms'}"
-            f" | {added or ms(p99[name] - p99['direct']) + ' ms'}"
-            f" | {ms(lag)} ms | {sum(x.errors for x in runs)} |"
+            f" | {ms(p99[name])} ms | {added50} | {added99} | {ms(lag)} ms"
+            f" | {sum(x.errors for x in runs)} | {cpu_cells(runs, name)} |"
         )
     print("(goal: roost's added p99 <= 1 ms at half load)")
+
+
+@dataclass
+class Bench:
+    targets: dict[str, Target]
+    machines_cgroup: str
+
+
+def setup(stack: ExitStack) -> Bench:
+    """The machine, the host nginx in front of it, and the three targets; ``stack``
+    undoes it all."""
+    plat: Platform = stack.enter_context(platform("roost-bench-proxy-"))
+    machine = plat.create_machine(APP, machine_config(plat.nginx_image()))
+    backend = f"{machine.ip}:8080"
+    nginx_pid, nginx_port = stack.enter_context(nginx_proxy(plat.tmp / "nginx-proxy", backend))
+    assert plat.server.proc is not None
+    targets = {
+        "direct": Target("direct", machine.ip, 8080, backend),
+        "nginx": Target(
+            "nginx", "127.0.0.1", nginx_port, f"{APP}.localhost", tuple(process_tree(nginx_pid))
+        ),
+        "roost": Target(
+            "roost",
+            "127.0.0.1",
+            plat.server.proxy_port,
+            f"{APP}.localhost",
+            (plat.server.proc.pid,),
+        ),
+    }
+    check_targets(list(targets.values()))
+    print(f"backend: nginx in machine {machine.id} at {backend}; host nginx proxy: 1 worker")
+    return Bench(targets, plat.server.cgroup_parent)
 
 
 def main() -> None:
@@ -479,20 +569,10 @@ def main() -> None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     print(f"wrk {wrk_version()}, nginx {nginx_version()} (backend and reverse proxy)")
     with ExitStack() as stack:
-        plat: Platform = stack.enter_context(platform("roost-bench-proxy-"))
-        machine = plat.create_machine(APP, machine_config(plat.nginx_image()))
-        backend = f"{machine.ip}:8080"
-        nginx_port = stack.enter_context(nginx_proxy(plat.tmp / "nginx-proxy", backend))
-        targets = {
-            "direct": Target("direct", machine.ip, 8080, backend),
-            "nginx": Target("nginx", "127.0.0.1", nginx_port, f"{APP}.localhost"),
-            "roost": Target("roost", "127.0.0.1", plat.server.proxy_port, f"{APP}.localhost"),
-        }
-        check_targets(list(targets.values()))
-        print(f"backend: nginx in machine {machine.id} at {backend}; 1 nginx worker per proxy")
-        wrk_results = None if args.skip_wrk else phase_wrk(targets, args)
+        bench = setup(stack)
+        wrk_results = None if args.skip_wrk else phase_wrk(bench, args)
         rate = args.rate or median([x.rps for x in (wrk_results or {})["roost"]]) / 2
-        rate_results = phase_rate(targets, rate, args)
+        rate_results = phase_rate(bench, rate, args)
     if wrk_results is not None:
         report_wrk(wrk_results, args)
     report_rate(rate_results, rate, args)

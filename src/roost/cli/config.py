@@ -80,6 +80,38 @@ class RunFlags:
     guest: GuestFlags = GuestFlags()
     restart: str | None = None
     auto_destroy: bool = False
+    service: dict[str, Any] = field(default_factory=dict)
+    """Proxy settings applied to every service: autostop, autostart, concurrency, ..."""
+
+
+def service_settings(
+    autostop: str | None,
+    autostart: bool | None,
+    min_machines_running: int | None,
+    soft_limit: int | None,
+    hard_limit: int | None,
+    concurrency_type: str | None,
+) -> dict[str, Any]:
+    """The ``--autostop``-style flags as service fields (only those given)."""
+    out: dict[str, Any] = {}
+    if autostop is not None:
+        out["autostop"] = autostop
+    if autostart is not None:
+        out["autostart"] = autostart
+    if min_machines_running is not None:
+        out["min_machines_running"] = min_machines_running
+    concurrency = {
+        k: v
+        for k, v in (
+            ("type", concurrency_type),
+            ("soft_limit", soft_limit),
+            ("hard_limit", hard_limit),
+        )
+        if v is not None
+    }
+    if concurrency:
+        out["concurrency"] = concurrency
+    return out
 
 
 def run_config(flags: RunFlags) -> dict[str, Any]:
@@ -93,7 +125,7 @@ def run_config(flags: RunFlags) -> dict[str, Any]:
     if flags.metadata:
         config["metadata"] = dict(flags.metadata)
     if flags.ports:
-        config["services"] = services(flags.ports)
+        config["services"] = [{**s, **flags.service} for s in services(flags.ports)]
     if flags.guest.given():
         config["guest"] = flags.guest.apply(None)
     # fly m run's defaults: machines are kept running, unless they remove themselves.

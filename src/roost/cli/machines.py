@@ -26,6 +26,7 @@ from roost.cli.config import (
     pinned_image,
     port_option,
     run_config,
+    service_settings,
     updated_config,
 )
 from roost.cli.output import ago, config_diff, confirm, fields, print_json, table
@@ -143,6 +144,28 @@ def machine() -> None:
 @click.option("--entrypoint", callback=command_option, help="Replace the image's ENTRYPOINT.")
 @click.option("-m", "--metadata", multiple=True, callback=kv_option, metavar="K=V")
 @click.option("--skip-start", is_flag=True, help="Create the machine without starting it.")
+@click.option(
+    "--autostop",
+    type=click.Choice(["off", "stop", "suspend"]),
+    help="Let the proxy stop (or suspend) the machine when traffic does not need it.",
+)
+@click.option(
+    "--autostart/--no-autostart",
+    default=None,
+    help="Let the proxy start the machine when traffic needs it [default: on].",
+)
+@click.option(
+    "--min-machines-running",
+    type=click.IntRange(min=0),
+    help="Machines autostop leaves running in the primary region.",
+)
+@click.option("--soft-limit", type=click.IntRange(min=1), help="Concurrency soft limit.")
+@click.option("--hard-limit", type=click.IntRange(min=1), help="Concurrency hard limit.")
+@click.option(
+    "--concurrency-type",
+    type=click.Choice(["connections", "requests"]),
+    help="What the limits count [default: connections].",
+)
 @wait_option
 def run(
     target: Target,
@@ -160,10 +183,21 @@ def run(
     entrypoint: list[str],
     metadata: dict[str, str],
     skip_start: bool,
+    autostop: str | None,
+    autostart: bool | None,
+    min_machines_running: int | None,
+    soft_limit: int | None,
+    hard_limit: int | None,
+    concurrency_type: str | None,
     detach: bool,
     wait_timeout: int,
 ) -> None:
     """Create a machine running IMAGE (with COMMAND, given after --) and wait for it."""
+    settings = service_settings(
+        autostop, autostart, min_machines_running, soft_limit, hard_limit, concurrency_type
+    )
+    if settings and not port:
+        raise click.UsageError("service settings like --autostop need a --port")
     flags = RunFlags(
         image=image,
         cmd=command,
@@ -174,6 +208,7 @@ def run(
         guest=GuestFlags(vm_memory, vm_cpus, vm_cpu_kind),
         restart=restart,
         auto_destroy=rm,
+        service=settings,
     )
     request: JSONObject = {"config": run_config(flags)}
     if name:

@@ -168,3 +168,17 @@ def test_pinned_image() -> None:
     untagged = machine()
     untagged["image_ref"] = {**untagged["image_ref"], "tag": ""}
     assert pinned_image(untagged) == f"docker.io/library/alpine@sha256:{'a' * 64}"
+
+
+def test_service_settings_apply_to_every_service() -> None:
+    from roost.cli.config import RunFlags, parse_port, run_config, service_settings
+
+    settings = service_settings("stop", True, 1, 5, 10, "requests")
+    config = run_config(
+        RunFlags(image="i", ports=[parse_port("8080"), parse_port("5432/tcp")], service=settings)
+    )
+    for svc in config["services"]:
+        assert svc["autostop"] == "stop" and svc["autostart"] is True
+        assert svc["min_machines_running"] == 1
+        assert svc["concurrency"] == {"type": "requests", "soft_limit": 5, "hard_limit": 10}
+    assert service_settings(None, None, None, None, None, None) == {}
