@@ -138,8 +138,8 @@ class Driver(abc.ABC):
         """Ids of machines with on-disk state, for adopting or reaping after a restart."""
 
     @abc.abstractmethod
-    def log_path(self, machine_id: str) -> Path:
-        """Where the machine's stdout and stderr are appended."""
+    def log_paths(self, machine_id: str) -> dict[str, Path]:
+        """Where the machine's output is appended: ``{"stdout": path, "stderr": path}``."""
 
     def close(self) -> None:  # noqa: B027 (optional: nothing to release by default)
         """Stop watching machines (agent shutdown); they keep running for ``recover``."""

@@ -40,7 +40,8 @@ COMMAND_FD = 4
 SHIM_LOG = "shim.log"
 STATE_FILE = "shim.json"
 EXIT_FILE = "exit.json"
-CONSOLE_LOG = "console.log"
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
 RUNC_LOG = "runc.log"
 PID_FILE = "init.pid"
 BUNDLE_DIR = "bundle"
@@ -119,20 +120,20 @@ def _notify(text: str) -> None:
 
 def _spawn(
     argv: list[str],
-    console: int,
+    console: tuple[int, int],
     env: dict[str, str] | dict[bytes, bytes] = posix.environ,
     path: str | None = None,
     **kw: object,
 ) -> int:
-    """posix_spawn with stdin /dev/null and stdout/stderr to the console log.
+    """posix_spawn with stdin /dev/null and stdout/stderr to the machine's two logs.
 
     The signals we ignore would stay ignored across exec (and a shell cannot trap a
     signal ignored on entry), so the child gets them back at their defaults.
     """
     actions = [
         (posix.POSIX_SPAWN_OPEN, 0, "/dev/null", posix.O_RDONLY, 0),
-        (posix.POSIX_SPAWN_DUP2, console, 1),
-        (posix.POSIX_SPAWN_DUP2, console, 2),
+        (posix.POSIX_SPAWN_DUP2, console[0], 1),
+        (posix.POSIX_SPAWN_DUP2, console[1], 2),
     ]
     return posix.posix_spawnp(
         path or argv[0], argv, env, file_actions=actions, setsigdef=_HANDS_OFF, **kw
@@ -184,11 +185,12 @@ def _oom_kills(path: str) -> int:
     return 0
 
 
-def _open_console(mdir: str) -> int:
-    return posix.open(
-        f"{mdir}/{CONSOLE_LOG}",
-        posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC,
-        0o640,
+def _open_console(mdir: str) -> tuple[int, int]:
+    """The machine's stdout and stderr files; the agent tails them into its log store."""
+    flags = posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC
+    return (
+        posix.open(f"{mdir}/{STDOUT_LOG}", flags, 0o640),
+        posix.open(f"{mdir}/{STDERR_LOG}", flags, 0o640),
     )
 
 

@@ -287,8 +287,9 @@ class ShimDriver(Driver):
             raise DriverError(f"invalid machine id {machine_id!r}")
         return self.state_dir / machine_id
 
-    def log_path(self, machine_id: str) -> Path:
-        return self.machine_dir(machine_id) / shim.CONSOLE_LOG
+    def log_paths(self, machine_id: str) -> dict[str, Path]:
+        mdir = self.machine_dir(machine_id)
+        return {"stdout": mdir / shim.STDOUT_LOG, "stderr": mdir / shim.STDERR_LOG}
 
     def known(self) -> list[str]:
         return sorted(

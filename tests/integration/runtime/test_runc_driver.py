@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from roost.runtime import (
+    Driver,
     DriverError,
     LaunchSpec,
     MachineNotPrepared,
@@ -107,7 +108,7 @@ async def test_exit_code_is_captured(runc_env: RuncEnv, busybox_rootfs: Path) ->
         False,
         False,
     )
-    assert driver.log_path(MID).read_text() == "hello\n"
+    assert _output(driver) == "hello\n"
     info = await driver.inspect(MID)
     assert info.state == "exited" and info.exit == status
 
@@ -147,7 +148,7 @@ async def test_memory_limit_oom_kills(runc_env: RuncEnv, busybox_rootfs: Path) -
     await _start(driver, roomy)
     status = await driver.wait(MID)
     assert (status.exit_code, status.oom_killed) == (0, False)
-    assert driver.log_path(MID).read_text().splitlines()[-1] == "50331648"
+    assert _output(driver).splitlines()[-1] == "50331648"
 
 
 async def test_cgroup_limits_are_applied(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
@@ -175,7 +176,7 @@ async def test_capabilities_are_reduced_and_no_new_privs(
     assert (await driver.wait(MID)).exit_code == 0
     fields = dict(
         line.split(":\t", 1)
-        for line in driver.log_path(MID).read_text().splitlines()
+        for line in _output(driver).splitlines()
         if ":\t" in line
     )
     for cap in ("CapEff", "CapPrm", "CapBnd"):
@@ -191,7 +192,7 @@ async def test_rootfs_is_fresh_on_each_start(runc_env: RuncEnv, busybox_rootfs: 
     for _ in range(2):
         await _start(driver, spec)
         assert (await driver.wait(MID)).exit_code == 0
-    assert driver.log_path(MID).read_text() == "web-1\nweb-1\n"
+    assert _output(driver) == "web-1\nweb-1\n"
     assert not (busybox_rootfs / "marker").exists() and (busybox_rootfs / "bin" / "cat").exists()
     await driver.wait(MID)
     # Exited machines hold no mounts and need a prepare before the next start.
@@ -353,3 +354,9 @@ async def test_destroy_removes_every_trace(
     assert not net_env.machines.exists(MID)
     await driver.destroy(MID)
     assert (await driver.inspect(MID)).state == "absent"
+
+
+def _output(driver: Driver) -> str:
+    """stdout then stderr, as one text (these tests write to one or the other)."""
+    paths = driver.log_paths(MID)
+    return "".join(p.read_text() for p in (paths["stdout"], paths["stderr"]) if p.exists())

@@ -116,8 +116,8 @@ class FakeDriver(Driver):
     def known(self) -> list[str]:
         return sorted({*self.running, *self.exited, *self.prepared})
 
-    def log_path(self, machine_id: str) -> Path:
-        return Path("/dev/null")
+    def log_paths(self, machine_id: str) -> dict[str, Path]:
+        return {"stdout": Path("/dev/null"), "stderr": Path("/dev/null")}
 
 
 class FakeImages:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from roost.runtime import (
+    Driver,
     DriverError,
     LaunchSpec,
     MachineNotPrepared,
@@ -84,7 +85,8 @@ async def test_exit_code_is_recorded(driver: ProcessDriver, busybox_rootfs: Path
         False,
     )
     assert status.exited_at > time.time() - 60
-    assert driver.log_path(MID).read_text() == "out\nerr\n"
+    paths = driver.log_paths(MID)
+    assert (paths["stdout"].read_text(), paths["stderr"].read_text()) == ("out\n", "err\n")
     info = await driver.inspect(MID)
     assert info.state == "exited" and info.exit == status
     assert await driver.wait(MID) == status
@@ -98,7 +100,7 @@ async def test_runs_inside_a_fresh_copy(driver: ProcessDriver, busybox_rootfs: P
         await _run(driver, spec)
         assert (await driver.wait(MID)).exit_code == 0
     root = driver.machine_dir(MID) / "root"
-    cwd, path, argv0 = driver.log_path(MID).read_text().splitlines()[-1].split("|")
+    cwd, path, argv0 = _output(driver).splitlines()[-1].split("|")
     assert Path(cwd) == root
     assert path.split(":")[:2] == [str(root / "bin"), "/bin"]
     assert argv0 == "sh"
@@ -257,3 +259,9 @@ def test_select_driver(tmp_path: Path) -> None:
         select("runc")
     with pytest.raises(DriverError):
         select("vm")
+
+
+def _output(driver: Driver) -> str:
+    """stdout then stderr, as one text (these tests write to one or the other)."""
+    paths = driver.log_paths(MID)
+    return "".join(p.read_text() for p in (paths["stdout"], paths["stderr"]) if p.exists())
