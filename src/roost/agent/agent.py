@@ -70,6 +70,8 @@ class Agent:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._supervisors.clear()
         self._tasks.clear()
+        if self.ctx.tailer is not None:
+            self.ctx.tailer.close()
         if self._lease:
             with contextlib.suppress(StoreError):
                 await self.ctx.store.revoke_lease(self._lease)
@@ -175,6 +177,10 @@ class Agent:
         for mid, run in journal.active().items():
             if mid not in mine:
                 journal.finish(run, "abandoned", "machine no longer assigned to this host")
+        if self.ctx.logs is not None:
+            for mid in self.ctx.logs.machines():
+                if mid not in mine:
+                    self.ctx.logs.remove(mid)
         for mid in self.ctx.driver.known():
             if mid in mine:
                 continue

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from roost.agent.checks import CheckResult, CheckRunner, machine_checks
 from roost.agent.journal import Journal, Run
 from roost.agent.launch import LaunchError, launch_spec
+from roost.agent.logs import ConsoleTailer, LogStore
 from roost.agent.policy import after_exit
 from roost.api.views import rfc3339
 from roost.images.base import Image, ImageError
@@ -93,6 +94,8 @@ class AgentContext:
     clock: Callable[[], float]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     run_checks: bool = True
+    logs: LogStore | None = None
+    tailer: ConsoleTailer | None = None
 
 
 class StepFailed(Exception):
@@ -138,6 +141,8 @@ class Supervisor:
 
     async def run(self) -> None:
         pending = self._ctx.journal.active().get(self.machine_id)
+        if self._ctx.tailer is not None and self._status.state != "destroyed":
+            self._ctx.tailer.follow(self.machine_id, self._ctx.driver.log_paths(self.machine_id))
         await self._recover()
         if pending is not None:
             await self._execute(pending)
@@ -447,6 +452,10 @@ class Supervisor:
                 break
         if app_exists:
             self._status = self._moved("destroyed", generation=record.generation)
+        if self._ctx.tailer is not None:
+            self._ctx.tailer.stop(self.machine_id)
+        if self._ctx.logs is not None:
+            self._ctx.logs.event(self.machine_id, "destroy: destroyed")
 
     def _forget_ops(self) -> list[Put | Delete]:
         app, mid = self.app, self.machine_id
@@ -601,6 +610,10 @@ class Supervisor:
             Put(status_key(self.app, self.machine_id), self._status.to_json())
         ]
         ops += [Put(event_key(self.app, self.machine_id, e.id), e.to_json()) for e in events]
+        if self._ctx.logs is not None and events:
+            self._ctx.logs.append(
+                self.machine_id, [(e.timestamp / 1000, "event", describe(e)) for e in events]
+            )
         previous = self._last_write
 
         async def write() -> None:
@@ -634,6 +647,26 @@ class Supervisor:
     def _exit_event(self, info: dict[str, Any], requested: bool) -> Event:
         request = {"exit_event": info, "restart_count": self._status.restart_count}
         return self._event("exit", "stopped", "user" if requested else "flyd", request)
+
+
+def describe(event: Event) -> str:
+    """An event as one log line: ``exit: stopped (exit code 137, oom killed)``."""
+    text = f"{event.type}: {event.status}"
+    exit_event = event.request.get("exit_event")
+    if exit_event:
+        details = [f"exit code {exit_event['exit_code']}"]
+        if exit_event.get("oom_killed"):
+            details.append("oom killed")
+        if exit_event.get("requested_stop"):
+            details.append("requested")
+        if exit_event.get("restarting"):
+            details.append("restarting")
+        text += f" ({', '.join(details)})"
+    if "error" in event.request:
+        text += f": {event.request['error']}"
+    if "message" in event.request:
+        text += f": {event.request['message']}"
+    return text
 
 
 def _config(record: MachineRecord) -> MachineConfig:

@@ -87,6 +87,15 @@ class ExitStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecResult:
+    exit_code: int
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Inspection:
     state: Literal["running", "exited", "absent"]
     """``absent``: nothing prepared or started; ``exited``: ran and ended (see ``exit``)."""
@@ -136,6 +145,16 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def known(self) -> list[str]:
         """Ids of machines with on-disk state, for adopting or reaping after a restart."""
+
+    @abc.abstractmethod
+    async def exec(
+        self, machine_id: str, argv: list[str], *, timeout: float, stdin: bytes = b""
+    ) -> ExecResult:
+        """Run a command inside the running machine (its namespaces, limits, env)."""
+
+    @abc.abstractmethod
+    async def processes(self, machine_id: str) -> list[int]:
+        """Host pids of the running machine's processes (empty when not running)."""
 
     @abc.abstractmethod
     def log_paths(self, machine_id: str) -> dict[str, Path]:

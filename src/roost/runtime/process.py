@@ -95,6 +95,27 @@ class ProcessDriver(ShimDriver):
         launch = json.loads((self.machine_dir(machine_id) / LAUNCH_FILE).read_text())
         return ["exec", launch["cwd"], launch["executable"], *launch["argv"]]
 
+    def _exec_command(
+        self, machine_id: str, argv: list[str], pid_file: Path
+    ) -> tuple[list[str], dict[str, str] | None, str | None]:
+        mdir = self.machine_dir(machine_id)
+        launch = json.loads((mdir / LAUNCH_FILE).read_text())
+        env_items = (mdir / shim.EXEC_ENV).read_bytes().split(b"\0")
+        env = dict(item.decode().partition("=")[::2] for item in env_items if b"=" in item)
+        executable = argv[0]
+        for directory in env.get("PATH", "").split(":"):
+            candidate = Path(directory) / argv[0]
+            if "/" not in argv[0] and candidate.is_file() and os.access(candidate, os.X_OK):
+                executable = str(candidate)
+                break
+        return [executable, *argv[1:]], env, launch["cwd"]
+
+    async def processes(self, machine_id: str) -> list[int]:
+        watch = self._attach(machine_id)
+        if watch is None or watch.pid is None or watch.exited.done():
+            return []
+        return await asyncio.to_thread(_group_members, watch.pid)
+
     async def _deliver(self, machine_id: str, watch: ShimWatch, signum: int) -> None:
         send_signal(watch.pid, watch.pid_start_ticks, signum)
 
@@ -118,6 +139,18 @@ class ProcessDriver(ShimDriver):
         state = read_json(self.machine_dir(machine_id) / shim.STATE_FILE)
         await self._kill_orphan(machine_id, state)
         await asyncio.to_thread(self._release, machine_id)
+
+
+def _group_members(group: int) -> list[int]:
+    """Pids in a process group: the shim starts the machine's process as a group leader."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group:
+                    pids.append(int(entry.name))
+    return sorted(pids)
 
 
 def _write_launch(spec: LaunchSpec, mdir: Path, root: Path) -> None:

@@ -223,6 +223,35 @@ class RuncDriver(ShimDriver):
         if rc != 0 and (self.runc_root / machine_id).exists():
             raise DriverError(f"runc delete {machine_id} failed: {err}")
 
+    def _exec_command(
+        self, machine_id: str, argv: list[str], pid_file: Path
+    ) -> tuple[list[str], dict[str, str] | None, str | None]:
+        # runc exec takes the process settings of the machine's config.json (env, cwd,
+        # user, capabilities, no_new_privileges) with our argv instead.
+        base = [self.runc, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file)]
+        return [*base, machine_id, *argv], None, None
+
+    async def processes(self, machine_id: str) -> list[int]:
+        proc = await asyncio.create_subprocess_exec(
+            self.runc,
+            "--root",
+            str(self.runc_root),
+            "ps",
+            "--format",
+            "json",
+            machine_id,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            return []
+        try:
+            return [int(pid) for pid in json.loads(out or b"[]")]
+        except (ValueError, TypeError):
+            return []
+
     async def _runc(self, *args: str) -> tuple[int, str]:
         # Only for commands that don't start a container: those would inherit the pipe.
         proc = await asyncio.create_subprocess_exec(

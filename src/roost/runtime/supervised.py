@@ -19,6 +19,7 @@ import abc
 import asyncio
 import contextlib
 import ctypes
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from roost.runtime import shim
 from roost.runtime.base import (
     Driver,
     DriverError,
+    ExecResult,
     ExitStatus,
     Inspection,
     LaunchSpec,
@@ -54,6 +56,7 @@ KILL_TIMEOUT = 10.0
 """How long a SIGKILLed machine may take to be reported exited before we give up."""
 
 LOST_EXIT_CODE = 255
+EXEC_KILL_GRACE = 5.0
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -275,6 +278,49 @@ class ShimDriver(Driver):
         return message
 
     # -- paths ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _exec_command(
+        self, machine_id: str, argv: list[str], pid_file: Path
+    ) -> tuple[list[str], dict[str, str] | None, str | None]:
+        """(command, env, cwd) running ``argv`` in the machine, its pid into ``pid_file``."""
+
+    async def exec(
+        self, machine_id: str, argv: list[str], *, timeout: float, stdin: bytes = b""
+    ) -> ExecResult:
+        if not argv:
+            raise DriverError("exec needs a command")
+        watch = self._attach(machine_id)
+        if watch is None or watch.exited.done():
+            raise DriverError(f"machine {machine_id} is not running")
+        pid_file = self.machine_dir(machine_id) / f"exec-{os.getpid()}-{next(_exec_ids)}.pid"
+        command, env, cwd = self._exec_command(machine_id, argv, pid_file)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DriverError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+        timed_out = False
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        except TimeoutError:
+            timed_out = True
+            out, err = await _end_exec(proc, pid_file)
+        finally:
+            pid_file.unlink(missing_ok=True)
+        code = proc.returncode if proc.returncode is not None else 255
+        if code < 0:
+            code, sig = 128 - code, -code
+        else:
+            sig = code - 128 if code > 128 else None
+        return ExecResult(code, sig, out, err, timed_out)
 
     def _check_spec(self, spec: LaunchSpec) -> None:
         if not spec.process.argv:
@@ -617,6 +663,27 @@ class ShimDriver(Driver):
         task = self._releases.get(machine_id)
         if task is not None:
             await asyncio.shield(task)
+
+
+_exec_ids = itertools.count(1)
+
+
+def _read_pid(path: Path) -> int:
+    return int(path.read_text().strip())
+
+
+async def _end_exec(proc: asyncio.subprocess.Process, pid_file: Path) -> tuple[bytes, bytes]:
+    """End a timed-out exec: kill the process inside the machine and let its runner reap
+    it. Killing the runner first would orphan the process to us (a subreaper) as a
+    zombie inside the machine's PID namespace, which then could never finish exiting."""
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        os.kill(_read_pid(pid_file), signal.SIGKILL)
+    try:
+        return await asyncio.wait_for(proc.communicate(), EXEC_KILL_GRACE)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return await proc.communicate()
 
 
 def _spawn_shim(argv: list[str], log_path: Path, notify_fd: int, command_fd: int) -> int:

@@ -174,11 +174,7 @@ async def test_capabilities_are_reduced_and_no_new_privs(
     driver = runc_env.new()
     await _start(driver, _spec(busybox_rootfs, "cat", "/proc/1/status"))
     assert (await driver.wait(MID)).exit_code == 0
-    fields = dict(
-        line.split(":\t", 1)
-        for line in _output(driver).splitlines()
-        if ":\t" in line
-    )
+    fields = dict(line.split(":\t", 1) for line in _output(driver).splitlines() if ":\t" in line)
     for cap in ("CapEff", "CapPrm", "CapBnd"):
         assert int(fields[cap], 16) == DOCKER_CAP_MASK, cap
     assert int(fields["CapAmb"], 16) == 0
@@ -360,3 +356,31 @@ def _output(driver: Driver) -> str:
     """stdout then stderr, as one text (these tests write to one or the other)."""
     paths = driver.log_paths(MID)
     return "".join(p.read_text() for p in (paths["stdout"], paths["stderr"]) if p.exists())
+
+
+async def test_exec_runs_inside_the_machine(runc_env: RuncEnv, busybox_rootfs: Path) -> None:
+    driver = runc_env.new()
+    spec = LaunchSpec(
+        MID, busybox_rootfs, ProcessSpec(["sleep", "1000"], {"GREETING": "hi from env"})
+    )
+    await _start(driver, spec)
+    result = await driver.exec(
+        MID, ["sh", "-c", 'echo "$GREETING"; hostname; echo oops >&2; exit 3'], timeout=10
+    )
+    assert result.stdout.decode().splitlines() == ["hi from env", MID]
+    assert (result.stderr, result.exit_code, result.timed_out) == (b"oops\n", 3, False)
+    piped = await driver.exec(MID, ["cat"], timeout=10, stdin=b"through stdin")
+    assert piped.stdout == b"through stdin"
+    slow = await driver.exec(MID, ["sleep", "30"], timeout=0.5)
+    assert slow.timed_out and slow.exit_code != 0
+    pids = await driver.processes(MID)
+    assert len(pids) >= 2  # tini and sleep; the timed-out exec is gone
+    assert not any("sleep 30" in _cmdline(pid) for pid in pids)
+    await driver.stop(MID, signal.SIGKILL, 1)
+    with pytest.raises(DriverError, match="not running"):
+        await driver.exec(MID, ["true"], timeout=1)
+    assert await driver.processes(MID) == []
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from roost.images.base import Image, ImageConfig, ImageRef, PullError
 from roost.images.ref import parse_reference
-from roost.runtime.base import Driver, ExitStatus, Inspection, LaunchSpec
+from roost.runtime.base import (
+    Driver,
+    DriverError,
+    ExecResult,
+    ExitStatus,
+    Inspection,
+    LaunchSpec,
+)
 
 
 @dataclass
@@ -115,6 +122,16 @@ class FakeDriver(Driver):
 
     def known(self) -> list[str]:
         return sorted({*self.running, *self.exited, *self.prepared})
+
+    async def exec(
+        self, machine_id: str, argv: list[str], *, timeout: float, stdin: bytes = b""
+    ) -> ExecResult:
+        if machine_id not in self.running:
+            raise DriverError(f"machine {machine_id} is not running")
+        return ExecResult(0, None, " ".join(argv).encode() + stdin, b"")
+
+    async def processes(self, machine_id: str) -> list[int]:
+        return [self.running[machine_id].pid] if machine_id in self.running else []
 
     def log_paths(self, machine_id: str) -> dict[str, Path]:
         return {"stdout": Path("/dev/null"), "stderr": Path("/dev/null")}

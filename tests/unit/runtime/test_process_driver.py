@@ -265,3 +265,14 @@ def _output(driver: Driver) -> str:
     """stdout then stderr, as one text (these tests write to one or the other)."""
     paths = driver.log_paths(MID)
     return "".join(p.read_text() for p in (paths["stdout"], paths["stderr"]) if p.exists())
+
+
+async def test_exec_and_processes(driver: ProcessDriver, busybox_rootfs: Path) -> None:
+    spec = LaunchSpec(MID, busybox_rootfs, ProcessSpec(["sleep", "1000"], {"WHO": "proc"}))
+    await _run(driver, spec)
+    result = await driver.exec(MID, ["sh", "-c", "echo $WHO; exit 4"], timeout=10)
+    assert (result.stdout, result.exit_code) == (b"proc\n", 4)
+    assert len(await driver.processes(MID)) == 1
+    await driver.stop(MID, signal.SIGKILL, 1)
+    with pytest.raises(DriverError, match="not running"):
+        await driver.exec(MID, ["true"], timeout=1)
