@@ -34,10 +34,13 @@ import uvicorn
 
 from roost.agent.agent import Agent
 from roost.agent.journal import Journal
+from roost.agent.link import LocalHost
+from roost.agent.logs import ConsoleTailer, LogStore
 from roost.agent.supervisor import AgentContext
 from roost.api.app import create_app
 from roost.api.apps import Apps
 from roost.api.auth import Authenticator
+from roost.api.machine_io import MachineIO
 from roost.api.machines import Machines
 from roost.api.placement import Placement
 from roost.api.services import Services
@@ -161,6 +164,7 @@ class Server:
 
         journal = Journal(data / "agent/journal.db")
         self._stack.callback(journal.close)
+        logs = LogStore(data / "agent/logs")
         host = HostRecord(
             id=cfg.host_id or _host_id(data),
             region=cfg.region,
@@ -178,13 +182,20 @@ class Server:
                 journal=journal,
                 host=host,
                 clock=time.time,
+                logs=logs,
+                tailer=ConsoleTailer(logs),
             )
         )
         await agent.start()
         self._stack.push_async_callback(agent.stop)
 
         machines = Machines(store, Placement(store), addressing, region=cfg.region)
-        services = Services(apps=Apps(store, machines), machines=machines, auth=auth)
+        services = Services(
+            apps=Apps(store, machines),
+            machines=machines,
+            auth=auth,
+            io=MachineIO(machines, LocalHost(agent, logs)),
+        )
         self._api = await self._serve_api(create_app(services, ready=lambda: self.ready))
         if cfg.proxy_listen:
             await self._start_proxy(store, machines, registry_addr)

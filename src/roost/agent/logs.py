@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,11 +53,21 @@ class LogRecord:
 
 
 @dataclass
-class _Follower:
+class Subscription:
+    """New records of some machines, from the moment of subscribing."""
+
+    store: LogStore
     wants: Callable[[str], bool]
     queue: asyncio.Queue[LogRecord] = field(
         default_factory=lambda: asyncio.Queue(maxsize=FOLLOW_QUEUE)
     )
+
+    async def next(self) -> LogRecord:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.store._subscriptions.remove(self)
 
 
 class LogStore:
@@ -75,7 +85,7 @@ class LogStore:
         self.segment_bytes = segment_bytes
         self.segments = segments
         self.clock = clock
-        self._followers: list[_Follower] = []
+        self._subscriptions: list[Subscription] = []
         root.mkdir(parents=True, exist_ok=True)
 
     def machine_dir(self, machine: str) -> Path:
@@ -94,11 +104,12 @@ class LogStore:
             size = f.tell()
         if size > self.segment_bytes:
             self._rotate(mdir)
-        for follower in self._followers:
+        for subscription in self._subscriptions:
             for record in written:
-                if follower.wants(record.machine):
+                if subscription.wants(record.machine):
+                    # A reader too slow to keep up loses lines rather than our memory.
                     with contextlib.suppress(asyncio.QueueFull):
-                        follower.queue.put_nowait(record)
+                        subscription.queue.put_nowait(record)
 
     def event(self, machine: str, message: str) -> None:
         self.append(machine, [(self.clock(), "event", message)])
@@ -122,15 +133,11 @@ class LogStore:
                 out.append(LogRecord(data["t"], machine, data["s"], data["m"]))
         return out[-limit:] if limit else out
 
-    async def follow(self, wants: Callable[[str], bool]) -> AsyncIterator[LogRecord]:
-        """New records of the machines ``wants`` accepts, as they are appended."""
-        follower = _Follower(wants)
-        self._followers.append(follower)
-        try:
-            while True:
-                yield await follower.queue.get()
-        finally:
-            self._followers.remove(follower)
+    def subscribe(self, wants: Callable[[str], bool]) -> Subscription:
+        """New records of the machines ``wants`` accepts, from now on; close() when done."""
+        subscription = Subscription(self, wants)
+        self._subscriptions.append(subscription)
+        return subscription
 
     def remove(self, machine: str) -> None:
         shutil.rmtree(self.machine_dir(machine), ignore_errors=True)

@@ -17,14 +17,16 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from roost import __version__
+from roost.api.dashboard import router as dashboard_router
 from roost.api.errors import APIError
+from roost.api.io_routes import router as io_router
 from roost.api.routes import router
 from roost.api.services import Services
 from roost.spec import ids
 
 log = logging.getLogger("roost.api")
 
-UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/openapi.json", "/docs"})
+UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/dashboard"})
 
 
 def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) -> RequestContext:
@@ -36,6 +38,8 @@ def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) 
     )
     app.state.services = services
     app.include_router(router)
+    app.include_router(io_router)
+    app.include_router(dashboard_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:

@@ -66,3 +66,13 @@ class UpdateMetadataRequest(WireModel):
 class UpsertMetadataKeyRequest(WireModel):
     value: str
     updated_at: str | None = None
+
+
+class ExecRequest(WireModel):
+    command: list[str] | None = None
+    cmd: str | None = None
+    """Deprecated by Fly in favour of ``command``; split like a shell would."""
+    stdin: str | None = None
+    timeout: StrictInt | None = None
+    container: str | None = None
+    machine: StrictBool | None = None

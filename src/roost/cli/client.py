@@ -105,6 +105,55 @@ class Client:
     ) -> None:
         self._call("DELETE", _machine(app, machine_id), params={"force": _flag(force)}, nonce=nonce)
 
+    def exec_machine(
+        self, app: str, machine_id: str, command: Sequence[str], *, timeout: int, stdin: str
+    ) -> JSONObject:
+        body = {"command": list(command), "timeout": timeout, "stdin": stdin}
+        return self._call(
+            "POST", _machine(app, machine_id, "exec"), json=body, timeout=timeout + WAIT_SLACK
+        )
+
+    def processes(self, app: str, machine_id: str) -> list[JSONObject]:
+        return self._call("GET", _machine(app, machine_id, "ps"))
+
+    def logs(
+        self,
+        app: str,
+        *,
+        machine: str | None = None,
+        region: str | None = None,
+        follow: bool = False,
+        limit: int = 100,
+    ) -> Iterator[JSONObject]:
+        """Log records, oldest first; with ``follow``, then new ones until interrupted."""
+        import json as jsonlib
+
+        import httpx
+
+        params: dict[str, Any] = {"follow": _flag(follow), "limit": limit}
+        if machine:
+            params["machine"] = machine
+        if region:
+            params["region"] = region
+        path = _path("apps", app, "logs")
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(REQUEST_TIMEOUT, read=None)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise APIError(response.status_code, _error_message(response))
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield jsonlib.loads(line)
+        except httpx.ConnectError:
+            raise Unreachable(
+                f"cannot connect to the roost API at {self.base_url}; is `roost server` "
+                "running there? (pick another address with --api-url or ROOST_API_URL)"
+            ) from None
+        except httpx.TransportError as exc:
+            raise Unreachable(f"the log stream from {self.base_url} broke off: {exc}") from None
+
     def start_machine(self, app: str, machine_id: str, *, nonce: str | None = None) -> JSONObject:
         return self._call("POST", _machine(app, machine_id, "start"), nonce=nonce)
 

@@ -574,3 +574,44 @@ def events(target: Target, machine_id: str, limit: int, as_json: bool) -> None:
         click.echo(f"No events for machine {machine_id}.", err=True)
         return
     click.echo(events_table(found))
+
+
+@machine.command("exec", context_settings={"ignore_unknown_options": True})
+@app_command
+@click.argument("machine_id")
+@click.argument("command", nargs=-1, required=True)
+@click.option("--timeout", type=click.IntRange(1, 600), default=30, show_default=True)
+@click.option("--stdin", "stdin_text", default="", help="Text to feed the command's stdin.")
+def exec_command(
+    target: Target, machine_id: str, command: tuple[str, ...], timeout: int, stdin_text: str
+) -> None:
+    """Run COMMAND (after --) inside a running machine; exit with its exit code."""
+    result = target.client.exec_machine(
+        target.app, machine_id, command, timeout=timeout, stdin=stdin_text
+    )
+    click.echo(result.get("stdout", ""), nl=False)
+    click.echo(result.get("stderr", ""), nl=False, err=True)
+    raise SystemExit(int(result.get("exit_code", 1)))
+
+
+@machine.command("ps")
+@app_command
+@click.argument("machine_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def ps(target: Target, machine_id: str, as_json: bool) -> None:
+    """List the processes running in a machine."""
+    processes = target.client.processes(target.app, machine_id)
+    if as_json:
+        print_json(processes)
+        return
+    rows = [
+        [
+            str(p["pid"]),
+            f"{p['cpu'] / 1000:.2f}s",
+            f"{p['rss'] // 1024} KiB",
+            ", ".join(s["address"] for s in p.get("listen_sockets", [])),
+            p["command"],
+        ]
+        for p in processes
+    ]
+    click.echo(table(["PID", "CPU", "RSS", "LISTENING", "COMMAND"], rows))

@@ -1,0 +1,149 @@
+"""What reaches into a running machine, on the host it runs on: logs, exec, processes.
+
+The API finds the machine in the store, then calls its host through a ``HostLink``.
+``roost server`` links to its own agent in process; a fleet will link to each host's
+agent over HTTP.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from roost.agent.logs import LogRecord, Subscription
+from roost.api.errors import BadRequest, PreconditionFailed
+from roost.api.machines import Machines
+from roost.runtime.base import DriverError, ExecResult
+
+EXEC_TIMEOUT = 30
+MAX_EXEC_TIMEOUT = 600
+
+
+class HostLink(Protocol):
+    async def exec(
+        self, machine_id: str, argv: list[str], *, timeout: float, stdin: bytes
+    ) -> ExecResult: ...
+
+    async def processes(self, machine_id: str) -> list[dict[str, Any]]: ...
+
+    def read_logs(self, machine_id: str, *, since: float | None, limit: int) -> list[LogRecord]: ...
+
+    def subscribe_logs(self, wants: Callable[[str], bool]) -> Subscription: ...
+
+
+class MachineIO:
+    def __init__(self, machines: Machines, host: HostLink) -> None:
+        self._machines = machines
+        self._host = host
+
+    async def exec(
+        self,
+        app: str,
+        mid: str,
+        *,
+        cmd: str | None,
+        command: list[str] | None,
+        stdin: str | None,
+        timeout: int | None,
+    ) -> dict[str, Any]:
+        if command:
+            argv = command
+        elif cmd:
+            try:
+                argv = shlex.split(cmd)
+            except ValueError as exc:
+                raise BadRequest(f"invalid cmd: {exc}") from None
+        else:
+            raise BadRequest("exec needs a command: send command (a list) or cmd (a string)")
+        seconds = timeout or EXEC_TIMEOUT
+        if not 1 <= seconds <= MAX_EXEC_TIMEOUT:
+            raise BadRequest(f"invalid_argument: timeout must be 1 to {MAX_EXEC_TIMEOUT} seconds")
+        await self._running(app, mid)
+        try:
+            result = await self._host.exec(mid, argv, timeout=seconds, stdin=(stdin or "").encode())
+        except DriverError as exc:
+            raise PreconditionFailed(f"failed_precondition: {exc}") from None
+        out: dict[str, Any] = {
+            "exit_code": result.exit_code,
+            "stdout": result.stdout.decode(errors="replace"),
+            "stderr": result.stderr.decode(errors="replace"),
+        }
+        if result.signal is not None:
+            out["exit_signal"] = result.signal
+        if result.timed_out:
+            out["stderr"] += f"\nexec timed out after {seconds}s and was killed\n"
+        return out
+
+    async def processes(
+        self, app: str, mid: str, *, sort_by: str | None, order: str | None
+    ) -> list[dict[str, Any]]:
+        await self._running(app, mid)
+        stats = await self._host.processes(mid)
+        if sort_by:
+            if sort_by not in ("pid", "cpu", "rss", "rtime", "stime", "command"):
+                raise BadRequest(f"invalid_argument: cannot sort by {sort_by!r}")
+            stats.sort(key=lambda p: p[sort_by], reverse=(order or "asc") == "desc")
+        return stats
+
+    async def machines_for_logs(
+        self, app: str, machine: str | None, region: str | None
+    ) -> dict[str, str]:
+        """Machine id → region, for the machines whose logs were asked for."""
+        listed = await self._machines.list(app, include_deleted=True, summary=True)
+        chosen = {
+            m["id"]: m["region"]
+            for m in listed
+            if (machine is None or m["id"] == machine) and (region is None or m["region"] == region)
+        }
+        if machine is not None and not chosen:
+            await self._machines.get(app, machine)  # a 404 that says which
+        return chosen
+
+    def read_logs(
+        self, regions: dict[str, str], *, since: float | None, limit: int
+    ) -> list[LogRecord]:
+        records: list[LogRecord] = []
+        for mid in regions:
+            records += self._host.read_logs(mid, since=since, limit=limit)
+        records.sort(key=lambda r: r.timestamp)
+        return records[-limit:] if limit else records
+
+    async def follow_logs(
+        self, regions: dict[str, str], *, since: float | None, limit: int
+    ) -> AsyncIterator[LogRecord]:
+        """History, then new records as they come, without gaps or repeats."""
+        # Subscribing before reading history: nothing written in between is missed.
+        subscription = self._host.subscribe_logs(regions.__contains__)
+        try:
+            history = self.read_logs(regions, since=since, limit=limit)
+            for record in history:
+                yield record
+            last = history[-1].timestamp if history else float("-inf")
+            seen = {r for r in history if r.timestamp == last}
+            while True:
+                record = await subscription.next()
+                if record.timestamp > last or (record.timestamp == last and record not in seen):
+                    yield record
+        finally:
+            subscription.close()
+
+    async def _running(self, app: str, mid: str) -> None:
+        machine = await self._machines.get(app, mid)
+        if machine["state"] != "started":
+            raise PreconditionFailed(
+                f"failed_precondition: machine {mid} is {machine['state']}; start it first"
+            )
+
+
+def log_view(record: LogRecord, app: str, regions: dict[str, str]) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(record.timestamp, UTC)
+    return {
+        "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
+        "machine": record.machine,
+        "app": app,
+        "region": regions.get(record.machine, ""),
+        "stream": record.stream,
+        "message": record.message,
+    }
