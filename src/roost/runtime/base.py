@@ -19,7 +19,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from roost.runtime.console import Console
 
 
 class DriverError(Exception):
@@ -151,6 +154,10 @@ class Driver(abc.ABC):
         self, machine_id: str, argv: list[str], *, timeout: float, stdin: bytes = b""
     ) -> ExecResult:
         """Run a command inside the running machine (its namespaces, limits, env)."""
+
+    @abc.abstractmethod
+    async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
+        """An interactive process on a terminal inside the running machine."""
 
     @abc.abstractmethod
     async def processes(self, machine_id: str) -> list[int]:

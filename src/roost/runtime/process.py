@@ -110,6 +110,11 @@ class ProcessDriver(ShimDriver):
                 break
         return [executable, *argv[1:]], env, launch["cwd"]
 
+    def _console_command(
+        self, machine_id: str, argv: list[str]
+    ) -> tuple[list[str], dict[str, str] | None, str | None]:
+        return self._exec_command(machine_id, argv, Path(os.devnull))
+
     async def processes(self, machine_id: str) -> list[int]:
         watch = self._attach(machine_id)
         if watch is None or watch.pid is None or watch.exited.done():

@@ -231,6 +231,12 @@ class RuncDriver(ShimDriver):
         base = [self.runc, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file)]
         return [*base, machine_id, *argv], None, None
 
+    def _console_command(
+        self, machine_id: str, argv: list[str]
+    ) -> tuple[list[str], dict[str, str] | None, str | None]:
+        base = [self.runc, "--root", str(self.runc_root), "exec", "--tty"]
+        return [*base, machine_id, *argv], None, None
+
     async def processes(self, machine_id: str) -> list[int]:
         proc = await asyncio.create_subprocess_exec(
             self.runc,

@@ -43,6 +43,7 @@ from roost.runtime.base import (
     LaunchSpec,
     MachineNotPrepared,
 )
+from roost.runtime.console import Console, open_console
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +322,19 @@ class ShimDriver(Driver):
         else:
             sig = code - 128 if code > 128 else None
         return ExecResult(code, sig, out, err, timed_out)
+
+    @abc.abstractmethod
+    def _console_command(
+        self, machine_id: str, argv: list[str]
+    ) -> tuple[list[str], dict[str, str] | None, str | None]:
+        """(command, env, cwd) running ``argv`` in the machine on the terminal it is given."""
+
+    async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
+        watch = self._attach(machine_id)
+        if watch is None or watch.exited.done():
+            raise DriverError(f"machine {machine_id} is not running")
+        command, env, cwd = self._console_command(machine_id, argv)
+        return await open_console(command, env, cwd, cols, rows)
 
     def _check_spec(self, spec: LaunchSpec) -> None:
         if not spec.process.argv:

@@ -384,3 +384,27 @@ async def test_exec_runs_inside_the_machine(runc_env: RuncEnv, busybox_rootfs: P
 
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+async def test_console_is_a_terminal_in_the_machine(
+    runc_env: RuncEnv, busybox_rootfs: Path
+) -> None:
+    driver = runc_env.new()
+    await _start(driver, _spec(busybox_rootfs, "sleep", "1000"))
+    console = await driver.console(MID, ["sh"], cols=91, rows=33)
+    try:
+        loop = asyncio.get_running_loop()
+        os.write(console.master, b"stty size; hostname; exit 7\n")
+        output = b""
+        while b"\n" + MID.encode() not in output.replace(b"\r", b""):
+            readable = asyncio.Event()
+            loop.add_reader(console.master, readable.set)
+            try:
+                await asyncio.wait_for(readable.wait(), 5)
+            finally:
+                loop.remove_reader(console.master)
+            output += os.read(console.master, 4096)
+        assert b"33 91" in output
+        assert await asyncio.wait_for(console.wait(), 5) == 7
+    finally:
+        console.close()

@@ -19,6 +19,7 @@ from roost.runtime.base import (
     Inspection,
     LaunchSpec,
 )
+from roost.runtime.console import Console
 
 
 @dataclass
@@ -129,6 +130,9 @@ class FakeDriver(Driver):
         if machine_id not in self.running:
             raise DriverError(f"machine {machine_id} is not running")
         return ExecResult(0, None, " ".join(argv).encode() + stdin, b"")
+
+    async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
+        raise DriverError("the fake driver has no terminals")
 
     async def processes(self, machine_id: str) -> list[int]:
         return [self.running[machine_id].pid] if machine_id in self.running else []
