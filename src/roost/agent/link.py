@@ -10,6 +10,7 @@ from roost.agent.agent import Agent
 from roost.agent.logs import LogRecord, LogStore, Subscription
 from roost.agent.procs import process_stats
 from roost.runtime.base import ExecResult
+from roost.runtime.console import Console
 
 
 class LocalHost:
@@ -27,6 +28,9 @@ class LocalHost:
     async def processes(self, machine_id: str) -> list[dict[str, Any]]:
         pids = await self._agent.ctx.driver.processes(machine_id)
         return await asyncio.to_thread(process_stats, pids)
+
+    async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
+        return await self._agent.ctx.driver.console(machine_id, argv, cols=cols, rows=rows)
 
     def read_logs(self, machine_id: str, *, since: float | None, limit: int) -> list[LogRecord]:
         return self._logs.read(machine_id, since=since, limit=limit)

@@ -63,6 +63,9 @@ class RequestContext:
         self._auth = services.auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -85,6 +88,19 @@ class RequestContext:
                 return
             scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, tagged)
+
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            caller = await self._auth.authenticate(_header(scope, b"authorization"))
+        except APIError as exc:
+            # Accepted only to be closed with the reason: a refused handshake says nothing.
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 4401, "reason": exc.message[:120]})
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

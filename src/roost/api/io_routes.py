@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from roost.agent.logs import LogRecord
-from roost.api.errors import BadRequest, PreconditionFailed
+from roost.api.console import CLOSE_REFUSED, pump_console
+from roost.api.errors import APIError, BadRequest, PreconditionFailed
 from roost.api.machine_io import MachineIO, log_view
 from roost.api.schemas import ExecRequest
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1")
 MAX_LOG_LINES = 10_000
 
 
-def io(request: Request) -> MachineIO:
+def io(request: Request | WebSocket) -> MachineIO:
     service: MachineIO | None = request.app.state.services.io
     if service is None:
         raise PreconditionFailed("failed_precondition: this API cannot reach any machine host")
@@ -120,3 +121,34 @@ async def machine_ps(
     order: str | None = None,
 ) -> list[dict[str, Any]]:
     return await io(request).processes(app_name, machine_id, sort_by=sort_by, order=order)
+
+
+@router.websocket("/apps/{app_name}/machines/{machine_id}/console")
+async def machine_console(
+    websocket: WebSocket,
+    app_name: str,
+    machine_id: str,
+    cols: int = 80,
+    rows: int = 24,
+    command: Annotated[list[str] | None, Query()] = None,
+) -> None:
+    """A terminal in a running machine.
+
+    Binary messages carry terminal bytes both ways; the client sends JSON text
+    ``{"resize": {"cols": C, "rows": R}}`` to resize; the server ends with the text
+    ``{"exit_code": N}`` and closes.
+    """
+    try:
+        console = await io(websocket).console(  # type: ignore[arg-type]
+            app_name, machine_id, command or [], cols=cols, rows=rows
+        )
+    except APIError as exc:
+        # Accepted only to be closed with the reason: a refused handshake says nothing.
+        await websocket.accept()
+        await websocket.close(code=CLOSE_REFUSED, reason=exc.message[:120])
+        return
+    await websocket.accept()
+    try:
+        await pump_console(websocket, console)
+    finally:
+        console.close()

@@ -16,8 +16,10 @@ from roost.agent.logs import LogRecord, Subscription
 from roost.api.errors import BadRequest, PreconditionFailed
 from roost.api.machines import Machines
 from roost.runtime.base import DriverError, ExecResult
+from roost.runtime.console import Console
 
 EXEC_TIMEOUT = 30
+DEFAULT_SHELL = "/bin/sh"
 MAX_EXEC_TIMEOUT = 600
 
 
@@ -27,6 +29,10 @@ class HostLink(Protocol):
     ) -> ExecResult: ...
 
     async def processes(self, machine_id: str) -> list[dict[str, Any]]: ...
+
+    async def console(
+        self, machine_id: str, argv: list[str], *, cols: int, rows: int
+    ) -> Console: ...
 
     def read_logs(self, machine_id: str, *, since: float | None, limit: int) -> list[LogRecord]: ...
 
@@ -75,6 +81,17 @@ class MachineIO:
         if result.timed_out:
             out["stderr"] += f"\nexec timed out after {seconds}s and was killed\n"
         return out
+
+    async def console(
+        self, app: str, mid: str, argv: list[str], *, cols: int, rows: int
+    ) -> Console:
+        if not (1 <= cols <= 1000 and 1 <= rows <= 1000):
+            raise BadRequest("invalid_argument: cols and rows must be 1 to 1000")
+        await self._running(app, mid)
+        try:
+            return await self._host.console(mid, argv or [DEFAULT_SHELL], cols=cols, rows=rows)
+        except DriverError as exc:
+            raise PreconditionFailed(f"failed_precondition: {exc}") from None
 
     async def processes(
         self, app: str, mid: str, *, sort_by: str | None, order: str | None

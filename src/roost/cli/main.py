@@ -20,6 +20,7 @@ from roost.cli.session import DEFAULT_API_URL, Session
 # only when used, so `roost --help` costs little more than importing click.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "apps": ("roost.cli.apps", "apps", "Manage apps (named groups of machines)."),
+    "console": ("roost.cli.console", "console", "Open a shell in a running machine."),
     "logs": ("roost.cli.logs", "logs", "Show the logs of an app's machines, following them."),
     "machine": ("roost.cli.machines", "machine", "Manage machines."),
     "proxy": ("roost.cli.proxy", "proxy", "Run the edge proxy on its own."),

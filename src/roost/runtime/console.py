@@ -58,15 +58,17 @@ async def open_console(
     # Sized before the command starts, so it (and runc) read the right size at once.
     set_size(master, cols, rows)
     try:
+        # setsid(1) makes the command a session leader with the pty (its stdin) as the
+        # controlling terminal; a preexec_fn cannot, as uvloop runs it before the dup2s.
         process = await asyncio.create_subprocess_exec(
+            "setsid",
+            "--ctty",
             *command,
             stdin=slave,
             stdout=slave,
             stderr=slave,
             env=env,
             cwd=cwd,
-            start_new_session=True,
-            preexec_fn=_take_terminal,
         )
     except OSError as exc:
         os.close(master)
@@ -75,8 +77,3 @@ async def open_console(
         os.close(slave)
     os.set_blocking(master, False)
     return Console(master, process)
-
-
-def _take_terminal() -> None:
-    # In the child, after setsid: the pty on stdin becomes its controlling terminal.
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -161,4 +162,43 @@ def test_ps_shows_listening_sockets(server: RoostServer, demo_images: dict[str, 
     assert {"proto": "tcp6", "address": "[::]:8080"} in sockets or any(
         s["address"].endswith(":8080") for s in sockets
     )
+    destroy(c, app, machine["id"])
+
+
+def test_console_over_websocket(server: RoostServer, demo_images: dict[str, str]) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    c = server.client()
+    app = new_app(c, "console")
+    machine = run(c, app, ticker(demo_images))
+    url = server.url.replace("http", "ws") + f"/v1/apps/{app}/machines/{machine['id']}/console"
+    auth = {"Authorization": f"Bearer {server.token}"}
+    with connect(f"{url}?cols=100&rows=40", additional_headers=auth, open_timeout=10) as ws:
+        ws.send(b"stty size; echo machine=$FLY_MACHINE_ID\n")
+        output = b""
+        while b"machine=" + machine["id"].encode() not in output:
+            output += ws.recv(timeout=10)  # type: ignore[operator]
+        assert b"40 100" in output
+        ws.send(json.dumps({"resize": {"cols": 120, "rows": 50}}))
+        ws.send(b"stty size\n")
+        while b"50 120" not in output:
+            output += ws.recv(timeout=10)  # type: ignore[operator]
+        ws.send(b"exit 3\n")
+        last: Any = None
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                last = ws.recv(timeout=10)
+        assert json.loads(last) == {"exit_code": 3}
+
+    with connect(url, additional_headers={"Authorization": "Bearer nope"}) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 4401
+    c.post(f"/v1/apps/{app}/machines/{machine['id']}/stop", json={"signal": "SIGKILL"})
+    wait(c, app, machine["id"], "stopped")
+    with connect(url, additional_headers=auth) as ws:
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+        assert ws.close_code == 4000 and "start it first" in (ws.close_reason or "")
     destroy(c, app, machine["id"])
