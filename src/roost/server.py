@@ -37,6 +37,7 @@ from roost.agent.journal import Journal
 from roost.agent.link import LocalHost
 from roost.agent.logs import ConsoleTailer, LogStore
 from roost.agent.supervisor import AgentContext
+from roost.agent.usage import UsageLedger
 from roost.api.app import create_app
 from roost.api.apps import Apps
 from roost.api.auth import Authenticator
@@ -165,6 +166,8 @@ class Server:
         journal = Journal(data / "agent/journal.db")
         self._stack.callback(journal.close)
         logs = LogStore(data / "agent/logs")
+        usage = UsageLedger(data / "agent/usage.db")
+        self._stack.callback(usage.close)
         host = HostRecord(
             id=cfg.host_id or _host_id(data),
             region=cfg.region,
@@ -184,6 +187,7 @@ class Server:
                 clock=time.time,
                 logs=logs,
                 tailer=ConsoleTailer(logs),
+                usage=usage,
             )
         )
         await agent.start()
@@ -194,7 +198,7 @@ class Server:
             apps=Apps(store, machines),
             machines=machines,
             auth=auth,
-            io=MachineIO(machines, LocalHost(agent, logs)),
+            io=MachineIO(machines, LocalHost(agent, logs, usage, images)),
         )
         self._api = await self._serve_api(create_app(services, ready=lambda: self.ready))
         if cfg.proxy_listen:

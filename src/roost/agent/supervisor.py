@@ -30,6 +30,7 @@ from roost.agent.journal import Journal, Run
 from roost.agent.launch import LaunchError, launch_spec
 from roost.agent.logs import ConsoleTailer, LogStore
 from roost.agent.policy import after_exit
+from roost.agent.usage import UsageLedger, size_label
 from roost.api.views import rfc3339
 from roost.images.base import Image, ImageError
 from roost.runtime.base import Driver, DriverError, ExitStatus
@@ -96,6 +97,7 @@ class AgentContext:
     run_checks: bool = True
     logs: LogStore | None = None
     tailer: ConsoleTailer | None = None
+    usage: UsageLedger | None = None
 
 
 class StepFailed(Exception):
@@ -452,6 +454,8 @@ class Supervisor:
                 break
         if app_exists:
             self._status = self._moved("destroyed", generation=record.generation)
+        if self._ctx.usage is not None:
+            self._ctx.usage.record(self.machine_id, self.app, "destroyed", "")
         if self._ctx.tailer is not None:
             self._ctx.tailer.stop(self.machine_id)
         if self._ctx.logs is not None:
@@ -606,6 +610,10 @@ class Supervisor:
         if events:
             changes["event_id"] = events[-1].id
         self._status = self._moved(state, **changes)
+        if self._ctx.usage is not None and self._record is not None:
+            guest = _config(self._record).resolved_guest
+            size = size_label(guest.cpu_kind, guest.cpus, guest.memory_mb)
+            self._ctx.usage.record(self.machine_id, self.app, state, size)
         ops: list[Put | Delete] = [
             Put(status_key(self.app, self.machine_id), self._status.to_json())
         ]

@@ -89,7 +89,6 @@ class RequestContext:
             scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, tagged)
 
-
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             caller = await self._auth.authenticate(_header(scope, b"authorization"))

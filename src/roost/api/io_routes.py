@@ -98,6 +98,17 @@ def _since(value: str | None) -> float | None:
         ) from None
 
 
+@router.get("/apps/{app_name}/usage", tags=["Usage"])
+async def app_usage(request: Request, app_name: str, since: str | None = None) -> dict[str, Any]:
+    """Machine-seconds running (by size) and stopped, and bytes stored, for an app."""
+    return await io(request).usage(app_name, since=_since(since))
+
+
+@router.get("/usage", tags=["Usage"])
+async def all_usage(request: Request, since: str | None = None) -> dict[str, Any]:
+    return await io(request).usage(None, since=_since(since))
+
+
 @router.post("/apps/{app_name}/machines/{machine_id}/exec", tags=["Machines"])
 async def machine_exec(
     request: Request, app_name: str, machine_id: str, body: ExecRequest

@@ -38,6 +38,10 @@ class HostLink(Protocol):
 
     def subscribe_logs(self, wants: Callable[[str], bool]) -> Subscription: ...
 
+    async def usage(
+        self, app: str | None, *, since: float | None, until: float | None
+    ) -> list[dict[str, Any]]: ...
+
 
 class MachineIO:
     def __init__(self, machines: Machines, host: HostLink) -> None:
@@ -145,6 +149,27 @@ class MachineIO:
                     yield record
         finally:
             subscription.close()
+
+    async def usage(self, app: str | None, *, since: float | None) -> dict[str, Any]:
+        """Usage per machine and totals, for one app or all of them."""
+        if app is not None:
+            await self._machines.require_app(app)
+        machines = await self._host.usage(app, since=since, until=None)
+        running: dict[str, float] = {}
+        for machine in machines:
+            for size, seconds in machine["running_seconds"].items():
+                running[size] = round(running.get(size, 0.0) + seconds, 3)
+        return {
+            "app": app,
+            "since": since,
+            "machines": machines,
+            "totals": {
+                "running_seconds": running,
+                "stopped_seconds": round(sum(m["stopped_seconds"] for m in machines), 3),
+                "rootfs_bytes": sum(m["rootfs_bytes"] for m in machines),
+                "volume_bytes": sum(m["volume_bytes"] for m in machines),
+            },
+        }
 
     async def _running(self, app: str, mid: str) -> None:
         machine = await self._machines.get(app, mid)

@@ -678,6 +678,9 @@ class Machines:
 
     # -- helpers --------------------------------------------------------------------------
 
+    async def require_app(self, app: str) -> None:
+        await self._require_app(app)
+
     async def _require_app(self, app: str) -> None:
         if await self._store.get(app_key(app)) is None:
             raise AppNotFound(app)

@@ -113,6 +113,10 @@ class Client:
             "POST", _machine(app, machine_id, "exec"), json=body, timeout=timeout + WAIT_SLACK
         )
 
+    def usage(self, app: str | None, *, since: float | None) -> JSONObject:
+        path = _path("apps", app, "usage") if app else "/v1/usage"
+        return self._call("GET", path, params={"since": since} if since is not None else None)
+
     def processes(self, app: str, machine_id: str) -> list[JSONObject]:
         return self._call("GET", _machine(app, machine_id, "ps"))
 

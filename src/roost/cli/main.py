@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("roost.cli.logs", "logs", "Show the logs of an app's machines, following them."),
     "machine": ("roost.cli.machines", "machine", "Manage machines."),
     "proxy": ("roost.cli.proxy", "proxy", "Run the edge proxy on its own."),
+    "usage": ("roost.cli.usage", "usage", "Show what machines cost: running, stopped, stored."),
     "server": ("roost.cli.serve", "server", "Run the roost server (API, agent, proxy, registry)."),
 }
 

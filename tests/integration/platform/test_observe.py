@@ -202,3 +202,30 @@ def test_console_over_websocket(server: RoostServer, demo_images: dict[str, str]
             ws.recv(timeout=10)
         assert ws.close_code == 4000 and "start it first" in (ws.close_reason or "")
     destroy(c, app, machine["id"])
+
+
+def test_usage_adds_up(server: RoostServer, demo_images: dict[str, str]) -> None:
+    import time
+
+    c = server.client()
+    app = new_app(c, "usage")
+    t0 = time.time()
+    machine = run(c, app, {"image": demo_images["roost/hello"], "guest": {"memory_mb": 512}})
+    base = f"/v1/apps/{app}/machines/{machine['id']}"
+    # Ran about 1 s, then stopped about 1 s: measured by waits on the API, not sleeps.
+    c.get(f"{base}/wait", params={"state": "stopped", "timeout": 1})
+    c.post(f"{base}/stop")
+    wait(c, app, machine["id"], "stopped")
+    t1 = time.time()
+    c.get(f"{base}/wait", params={"state": "started", "timeout": 1})
+    report = c.get(f"/v1/apps/{app}/usage").json()
+    t2 = time.time()
+    [usage] = report["machines"]
+    running = usage["running_seconds"]["shared-1x-512mb"]
+    assert 0.9 <= running <= t1 - t0 + 0.1
+    assert 0.9 <= usage["stopped_seconds"] <= t2 - t0
+    assert usage["rootfs_bytes"] > 1_000_000  # the busybox image, unpacked
+    assert report["totals"]["running_seconds"] == {"shared-1x-512mb": running}
+    cli = server.cli("usage", "-a", app)
+    assert cli.returncode == 0 and machine["id"] in cli.stdout and "TOTAL" in cli.stdout
+    destroy(c, app, machine["id"])
