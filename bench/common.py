@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from tests.fixtures.platform import RoostServer, new_server
+from tests.fixtures.platform import RoostServer
 
 from roost.images.build import build_image, push, seed_demo_images
 from roost.images.local_registry import LocalRegistry, free_port
@@ -108,6 +109,24 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU used by this process and its waited-for children (wrk) so far."""
+    me, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def host_busy_seconds() -> tuple[float, float]:
+    """CPU time all cores spent so far (/proc/stat), in seconds: (on processes, plus time
+    the hypervisor stole; on interrupts, i.e. mostly the kernel moving packets)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + steal) / tick, (irq + softirq) / tick
 
 
 def cgroup_cpu_seconds(cgroup: str) -> float:
@@ -234,11 +253,31 @@ def platform(prefix: str) -> Iterator[Platform]:
         registry = LocalRegistry(tmp / "registry", f"127.0.0.1:{free_port()}")
         asyncio.run(registry.start())
         stack.callback(lambda: asyncio.run(registry.stop()))
-        server = new_server(tmp / "roost")
+        server = private_server(tmp / "roost")
         stack.callback(server.cleanup)
         server.start()
         api = stack.enter_context(server.client())
         yield Platform(tmp, registry, server, api)
+
+
+def private_server(tmp: Path) -> RoostServer:
+    """A server whose machine subnet and netns prefix no running server uses.
+
+    The test fixture's ``new_server`` derives both from a slot that two processes can
+    share; then both bridges route the same /24 (our requests could reach the other
+    server's machines) and each server's cleanup deletes the other's netns by prefix.
+    Slots are tried from the top, where the fixture rarely lands.
+    """
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in netns.splitlines() if line.strip()]
+    for slot in range(119, 0, -1):
+        server = RoostServer(data_dir=tmp / f"server-{slot}" / "data", slot=slot)
+        subnet_used = f"{server.v4_subnet} " in routes
+        prefix_used = any(name.startswith(server.netns_prefix) for name in names)
+        if not subnet_used and not prefix_used:
+            return server
+    raise SystemExit("no free machine subnet for a benchmark server")
 
 
 @contextmanager

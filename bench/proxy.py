@@ -11,10 +11,13 @@ Phase 1, maximum throughput: ``wrk`` with the same threads/connections/duration 
 each target, rounds interleaved. Phase 2, added latency at half load: an open-loop,
 fixed-rate generator (below) at half of roost's median wrk rate, latency measured from
 each request's *scheduled* send time, so a stall is charged to every request it delays
-(no coordinated omission). Prints medians over the rounds and roost/nginx ratios.
+(no coordinated omission). Prints medians over the rounds, roost/nginx ratios, and
+the CPU time per request spent by each proxy's processes (/proc) and by the machine
+(its cpuacct cgroup), which says where the time goes.
 Never asserts on time. Needs root, nginx and wrk (apt-get install nginx-light wrk).
 
-    .venv/bin/python bench/proxy.py [--rounds 3] [--duration 10] [--rate RPS]
+    .venv/bin/python bench/proxy.py [--rounds 3] [--duration 10] [--load 0.5 0.25 ...]
+    .venv/bin/python bench/proxy.py --skip-wrk --rate 1000 2000   # fixed rates only
 """
 
 from __future__ import annotations
@@ -41,11 +44,13 @@ from common import (
     cgroup_cpu_seconds,
     cpu_seconds,
     free_port,
+    host_busy_seconds,
     host_nginx,
     http_service,
     median,
     ms,
     nginx_version,
+    own_cpu_seconds,
     percentile,
     platform,
     process_tree,
@@ -98,8 +103,13 @@ class Target:
     host: str
     port: int
     header_host: str
-    pids: tuple[int, ...] = ()
-    """The proxy's processes, for its CPU cost per request (none for direct)."""
+    root_pid: int | None = None
+    """The proxy's (main) process, for its CPU cost per request (none for direct)."""
+
+    @property
+    def pids(self) -> list[int]:
+        # Looked up when measuring: nginx forks its worker after it starts listening.
+        return process_tree(self.root_pid) if self.root_pid else []
 
     @property
     def url(self) -> str:
@@ -116,6 +126,14 @@ class Costed:
     """CPU seconds per request used by the proxy's processes."""
     backend_cpu: float = field(default=0.0, kw_only=True)
     """CPU seconds per request used by the machine (its cgroup)."""
+    client_cpu: float = field(default=0.0, kw_only=True)
+    """CPU seconds per request used by the load generator (wrk, or this process)."""
+    irq: float = field(default=0.0, kw_only=True)
+    """Cores busy in interrupts meanwhile: mostly the kernel moving the packets (its
+    softirq time is charged to no process)."""
+    others: float = field(default=0.0, kw_only=True)
+    """Cores busy with other processes meanwhile (other work on the VM, kernel threads,
+    hypervisor steal): the noise this run shared the 2 cores with."""
 
 
 R = TypeVar("R", bound=Costed)
@@ -123,11 +141,27 @@ R = TypeVar("R", bound=Costed)
 
 def metered(target: Target, machines_cgroup: str, run: Callable[[], R]) -> R:
     """``run()``, with the CPU the proxy and the machine spent on it per request."""
-    proxy0, backend0 = cpu_seconds(target.pids), cgroup_cpu_seconds(machines_cgroup)
+    pids = target.pids
+
+    def now() -> tuple[float, ...]:
+        return (
+            cpu_seconds(pids),
+            cgroup_cpu_seconds(machines_cgroup),
+            own_cpu_seconds(),
+            *host_busy_seconds(),
+            time.perf_counter(),
+        )
+
+    before = now()
     result = run()
+    deltas = (b - a for a, b in zip(before, now(), strict=True))
+    proxy, backend, client, busy, irq, wall = deltas
     requests = max(1, result.requests)
-    result.proxy_cpu = (cpu_seconds(target.pids) - proxy0) / requests
-    result.backend_cpu = (cgroup_cpu_seconds(machines_cgroup) - backend0) / requests
+    result.proxy_cpu = proxy / requests
+    result.backend_cpu = backend / requests
+    result.client_cpu = client / requests
+    result.irq = irq / wall
+    result.others = max(0.0, busy - proxy - backend - client) / wall
     return result
 
 
@@ -262,6 +296,7 @@ class FixedRate:
     _errors: int = 0
     _pending: int = 0
     _measure_from: float = math.inf
+    _scheduled_all: bool = False
     _drained: asyncio.Event | None = None
 
     def __post_init__(self) -> None:
@@ -278,6 +313,8 @@ class FixedRate:
         t0 = time.perf_counter() + 0.01
         self._measure_from = t0 + self.warmup
         await self._schedule(t0, total)
+        self._scheduled_all = True
+        self._check_drained()
         try:
             await asyncio.wait_for(self._drained.wait(), 10.0)
         except TimeoutError:
@@ -345,7 +382,7 @@ class FixedRate:
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._pending == 0 and self._drained is not None:
+        if self._scheduled_all and self._pending == 0 and self._drained is not None:
             self._drained.set()
 
 
@@ -425,7 +462,11 @@ def rotations(rounds: int) -> Iterator[tuple[int, tuple[str, ...]]]:
 
 
 def cost_line(result: Costed) -> str:
-    return f"CPU/req proxy {us(result.proxy_cpu)} us, machine {us(result.backend_cpu)} us"
+    return (
+        f"CPU/req: proxy {us(result.proxy_cpu)} machine {us(result.backend_cpu)}"
+        f" client {us(result.client_cpu)} us; cores: irq {result.irq:.2f}"
+        f" others {result.others:.2f}"
+    )
 
 
 def phase_wrk(bench: Bench, args: argparse.Namespace) -> dict[str, list[WrkResult]]:
@@ -467,9 +508,17 @@ def phase_rate(bench: Bench, rate: float, args: argparse.Namespace) -> dict[str,
     return results
 
 
+CPU_HEADER = (
+    "proxy CPU us/req | machine CPU us/req | client CPU us/req | irq, cores | others, cores"
+)
+
+
 def cpu_cells(runs: list[WrkResult] | list[RateResult], name: str) -> str:
     proxy = "—" if name == "direct" else us(median([x.proxy_cpu for x in runs]))
-    return f"{proxy} | {us(median([x.backend_cpu for x in runs]))}"
+    backend = us(median([x.backend_cpu for x in runs]))
+    client = us(median([x.client_cpu for x in runs]))
+    irq, others = median([x.irq for x in runs]), median([x.others for x in runs])
+    return f"{proxy} | {backend} | {client} | {irq:.2f} | {others:.2f}"
 
 
 def report_wrk(results: dict[str, list[WrkResult]], args: argparse.Namespace) -> None:
@@ -477,8 +526,8 @@ def report_wrk(results: dict[str, list[WrkResult]], args: argparse.Namespace) ->
         f"\nmaximum throughput: wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
         f" --latency, median of {args.rounds} rounds"
     )
-    print("| target | rps | p50 | p99 | errors | proxy CPU us/req | machine CPU us/req |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| target | rps | p50 | p99 | errors | {CPU_HEADER} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rps = {}
     for name in TARGETS:
         runs = results[name]
@@ -502,9 +551,9 @@ def report_rate(
     )
     print(
         "| target | sent/s | p50 | p99 | added p50 | added p99 | gen lag p99 | errors"
-        " | proxy CPU us/req | machine CPU us/req |"
+        f" | {CPU_HEADER} |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     p50 = {n: median([x.p50 for x in results[n]]) for n in TARGETS}
     p99 = {n: median([x.p99 for x in results[n]]) for n in TARGETS}
     for name in TARGETS:
@@ -518,7 +567,7 @@ def report_rate(
             f" | {ms(p99[name])} ms | {added50} | {added99} | {ms(lag)} ms"
             f" | {sum(x.errors for x in runs)} | {cpu_cells(runs, name)} |"
         )
-    print("(goal: roost's added p99 <= 1 ms at half load)")
+    print("(goal: roost's added p99 <= 1 ms at half load, i.e. at 0.5 x roost's wrk rps)")
 
 
 @dataclass
@@ -537,15 +586,13 @@ def setup(stack: ExitStack) -> Bench:
     assert plat.server.proc is not None
     targets = {
         "direct": Target("direct", machine.ip, 8080, backend),
-        "nginx": Target(
-            "nginx", "127.0.0.1", nginx_port, f"{APP}.localhost", tuple(process_tree(nginx_pid))
-        ),
+        "nginx": Target("nginx", "127.0.0.1", nginx_port, f"{APP}.localhost", nginx_pid),
         "roost": Target(
             "roost",
             "127.0.0.1",
             plat.server.proxy_port,
             f"{APP}.localhost",
-            (plat.server.proc.pid,),
+            plat.server.proc.pid,
         ),
     }
     check_targets(list(targets.values()))
@@ -559,7 +606,14 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
-    parser.add_argument("--rate", type=float, help="fixed rate (default: half roost's max)")
+    parser.add_argument(
+        "--load",
+        type=float,
+        nargs="+",
+        default=[0.5],
+        help="fixed rates as fractions of roost's median wrk rps (default: 0.5)",
+    )
+    parser.add_argument("--rate", type=float, nargs="+", help="fixed rates in req/s instead")
     parser.add_argument("--rate-connections", type=int, default=32)
     parser.add_argument("--skip-wrk", action="store_true", help="only the fixed-rate phase")
     args = parser.parse_args()
@@ -571,11 +625,16 @@ def main() -> None:
     with ExitStack() as stack:
         bench = setup(stack)
         wrk_results = None if args.skip_wrk else phase_wrk(bench, args)
-        rate = args.rate or median([x.rps for x in (wrk_results or {})["roost"]]) / 2
-        rate_results = phase_rate(bench, rate, args)
+        if args.rate:
+            rates = args.rate
+        else:
+            roost_max = median([x.rps for x in (wrk_results or {})["roost"]])
+            rates = [roost_max * load for load in args.load]
+        rate_results = [(rate, phase_rate(bench, rate, args)) for rate in rates]
     if wrk_results is not None:
         report_wrk(wrk_results, args)
-    report_rate(rate_results, rate, args)
+    for rate, results in rate_results:
+        report_rate(results, rate, args)
 
 
 if __name__ == "__main__":

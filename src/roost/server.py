@@ -36,6 +36,7 @@ from roost.agent.agent import Agent
 from roost.agent.journal import Journal
 from roost.agent.link import LocalHost
 from roost.agent.logs import ConsoleTailer, LogStore
+from roost.agent.metrics import AgentMetrics
 from roost.agent.supervisor import AgentContext
 from roost.agent.usage import UsageLedger
 from roost.api.app import create_app
@@ -49,6 +50,7 @@ from roost.images.build import seed_demo_images
 from roost.images.local_registry import LocalRegistry
 from roost.images.registry import RegistryClient
 from roost.images.store import ImageStore
+from roost.metrics import Registry
 from roost.net.host import HostNetwork
 from roost.net.ipam import MachineAddressing
 from roost.net.iproute import NetworkError
@@ -190,6 +192,8 @@ class Server:
                 usage=usage,
             )
         )
+        registry = Registry()
+        agent.ctx.metrics = AgentMetrics(registry, driver, agent.machines)
         await agent.start()
         self._stack.push_async_callback(agent.stop)
 
@@ -199,6 +203,7 @@ class Server:
             machines=machines,
             auth=auth,
             io=MachineIO(machines, LocalHost(agent, logs, usage, images)),
+            metrics=registry,
         )
         self._api = await self._serve_api(create_app(services, ready=lambda: self.ready))
         if cfg.proxy_listen:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 
+from roost.agent.metrics import MachineView
 from roost.agent.supervisor import AgentContext, Supervisor
 from roost.api.views import rfc3339
 from roost.store import Compacted, StoreError
@@ -48,6 +49,10 @@ class Agent:
     @property
     def host(self) -> HostRecord:
         return self.ctx.host
+
+    def machines(self) -> list[MachineView]:
+        """The machines this agent supervises, as metrics see them."""
+        return [s.view() for s in self._supervisors.values() if not s.done]
 
     async def start(self) -> None:
         await self._register()

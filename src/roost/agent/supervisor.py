@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from roost.agent.checks import CheckResult, CheckRunner, machine_checks
 from roost.agent.journal import Journal, Run
 from roost.agent.launch import LaunchError, launch_spec
 from roost.agent.logs import ConsoleTailer, LogStore
+from roost.agent.metrics import AgentMetrics, MachineView
 from roost.agent.policy import after_exit
 from roost.agent.usage import UsageLedger, size_label
 from roost.api.views import rfc3339
@@ -98,6 +100,7 @@ class AgentContext:
     logs: LogStore | None = None
     tailer: ConsoleTailer | None = None
     usage: UsageLedger | None = None
+    metrics: AgentMetrics | None = None
 
 
 class StepFailed(Exception):
@@ -128,6 +131,9 @@ class Supervisor:
         """The latest desired record from the store (None: the record is gone)."""
         self._record = record
         self._wake.set()
+
+    def view(self) -> MachineView:
+        return MachineView(self.machine_id, self.app, self._status.state, self._status.checks)
 
     async def signal(self, signum: int) -> None:
         if self._exit is not None and not self._exit.done():
@@ -345,10 +351,13 @@ class Supervisor:
         if timeout is None:
             timeout = stop.timeout if stop and stop.timeout is not None else DEFAULT_STOP_TIMEOUT
         await self._stop_checks()
+        began = time.monotonic()
         try:
             exit_status = await self._ctx.driver.stop(self.machine_id, signum, timeout)
         except DriverError as exc:
             raise StepFailed(f"stopping the machine failed: {exc}") from exc
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.stop_seconds.observe(time.monotonic() - began)
         self._exit = None
         if exit_status is not None:
             run.payload["exit"] = _exit_info(exit_status, requested=True, ran_for=self._ran_for())
@@ -366,13 +375,22 @@ class Supervisor:
         run.payload["image"] = str(image.ref)
 
     async def _pull(self, ref: str) -> Image:
+        metrics = self._ctx.metrics
         for attempt in range(PULL_ATTEMPTS):
+            began = time.monotonic()
             try:
-                return await self._ctx.images.pull(ref)
+                image = await self._ctx.images.pull(ref)
             except ImageError as exc:
+                if metrics is not None:
+                    metrics.image_pulls.inc("failed")
                 if attempt == PULL_ATTEMPTS - 1:
                     raise StepFailed(f"could not pull image {ref}: {exc}") from exc
                 await self._ctx.sleep(0.5 * 2**attempt)
+                continue
+            if metrics is not None:
+                metrics.image_pulls.inc("ok")
+                metrics.image_pull_seconds.observe(time.monotonic() - began)
+            return image
         raise AssertionError("unreachable")
 
     async def _step_network(self, run: Run, record: MachineRecord) -> None:
@@ -394,12 +412,15 @@ class Supervisor:
             image = await self._pull(run.payload["image"])
             config = _config(record)
             netns = Path(run.payload["netns"]) if run.payload.get("netns") else None
+            began = time.monotonic()
             try:
                 spec = launch_spec(record, config, image, netns=netns)
                 await driver.prepare(spec)
                 inspection = await driver.start(self.machine_id)
             except (LaunchError, DriverError) as exc:
                 raise StepFailed(str(exc)) from exc
+            if self._ctx.metrics is not None:
+                self._ctx.metrics.start_seconds.observe(time.monotonic() - began)
         self._started_at = inspection.started_at or self._ctx.clock()
         self._watch_exit()
         self._start_checks()

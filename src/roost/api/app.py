@@ -7,12 +7,13 @@ applies) with the right HTTP status; validation errors name the offending field.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -41,6 +42,12 @@ def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) 
     app.include_router(io_router)
     app.include_router(dashboard_router)
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(
+            await services.metrics.render(), media_type="text/plain; version=0.0.4"
+        )
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
         if not ready():
@@ -61,6 +68,12 @@ class RequestContext:
     def __init__(self, app: FastAPI, services: Services) -> None:
         self.app = app
         self._auth = services.auth
+        self._requests = services.metrics.counter(
+            "roost_api_requests_total", "API requests answered.", "method", "status"
+        )
+        self._latency = services.metrics.histogram(
+            "roost_api_request_seconds", "Time to answer API requests (to the first byte)."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -70,11 +83,14 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = ids.ulid()
+        began = time.monotonic()
 
         async def tagged(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
                 message["headers"].append((b"fly-request-id", request_id.encode()))
+                self._requests.inc(scope["method"], str(message["status"]))
+                self._latency.observe(time.monotonic() - began)
             await send(message)
 
         path: str = scope["path"]

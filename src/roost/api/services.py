@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from roost.api.apps import Apps
 from roost.api.auth import Authenticator
 from roost.api.machine_io import MachineIO
 from roost.api.machines import Machines
+from roost.metrics import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,3 +18,5 @@ class Services:
     auth: Authenticator
     io: MachineIO | None = None
     """Calls into running machines; None where no host can be reached (unit tests)."""
+    metrics: Registry = field(default_factory=Registry)
+    """Served at /metrics; the server adds its agent's metrics to it."""

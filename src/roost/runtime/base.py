@@ -99,6 +99,14 @@ class ExecResult:
 
 
 @dataclass(frozen=True, slots=True)
+class MachineStats:
+    cpu_seconds: float
+    """CPU time used since the machine started."""
+    memory_bytes: int
+    memory_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Inspection:
     state: Literal["running", "exited", "absent"]
     """``absent``: nothing prepared or started; ``exited``: ran and ended (see ``exit``)."""
@@ -158,6 +166,10 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
         """An interactive process on a terminal inside the running machine."""
+
+    @abc.abstractmethod
+    async def stats(self, machine_id: str) -> MachineStats | None:
+        """CPU and memory use of the running machine; None when it is not running."""
 
     @abc.abstractmethod
     async def processes(self, machine_id: str) -> list[int]:

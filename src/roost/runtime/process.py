@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.runtime import oci, shim
-from roost.runtime.base import DriverError, LaunchSpec
+from roost.runtime.base import DriverError, LaunchSpec, MachineStats
 from roost.runtime.supervised import ShimDriver, ShimWatch, read_json, reap_if_child, send_signal
 
 LAUNCH_FILE = "exec.json"
@@ -115,6 +115,12 @@ class ProcessDriver(ShimDriver):
     ) -> tuple[list[str], dict[str, str] | None, str | None]:
         return self._exec_command(machine_id, argv, Path(os.devnull))
 
+    async def stats(self, machine_id: str) -> MachineStats | None:
+        pids = await self.processes(machine_id)
+        if not pids:
+            return None
+        return await asyncio.to_thread(_proc_stats, pids)
+
     async def processes(self, machine_id: str) -> list[int]:
         watch = self._attach(machine_id)
         if watch is None or watch.pid is None or watch.exited.done():
@@ -144,6 +150,18 @@ class ProcessDriver(ShimDriver):
         state = read_json(self.machine_dir(machine_id) / shim.STATE_FILE)
         await self._kill_orphan(machine_id, state)
         await asyncio.to_thread(self._release, machine_id)
+
+
+def _proc_stats(pids: list[int]) -> MachineStats:
+    """Without cgroups of its own, a machine's use is what its processes use."""
+    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks
+            rss += int(fields[21]) * page
+    return MachineStats(cpu, rss)
 
 
 def _group_members(group: int) -> list[int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.runtime import oci, shim
-from roost.runtime.base import DriverError, LaunchSpec
+from roost.runtime.base import DriverError, LaunchSpec, MachineStats
 from roost.runtime.rootfs import find_executable
 from roost.runtime.supervised import ShimDriver, ShimWatch, is_alive, reap_if_child
 
@@ -67,6 +67,19 @@ def remove_cgroup(path: str) -> None:
                 leaf.rmdir()
             except OSError as e:
                 log.warning("cannot remove cgroup %s: %s", leaf, e)
+
+
+def _cgroup_stats(cgroup: str) -> MachineStats | None:
+    """From the cgroup v1 controllers (what PLATFORM.md's hosts have)."""
+    relative = cgroup.lstrip("/")
+    try:
+        cpu_ns = int((CGROUP_ROOT / "cpuacct" / relative / "cpuacct.usage").read_text())
+        memory = CGROUP_ROOT / "memory" / relative
+        used = int((memory / "memory.usage_in_bytes").read_text())
+        limit = int((memory / "memory.limit_in_bytes").read_text())
+    except (OSError, ValueError):
+        return None
+    return MachineStats(cpu_ns / 1e9, used, limit)
 
 
 # Debian's tini package; statically linked, so it runs in any image.
@@ -236,6 +249,12 @@ class RuncDriver(ShimDriver):
     ) -> tuple[list[str], dict[str, str] | None, str | None]:
         base = [self.runc, "--root", str(self.runc_root), "exec", "--tty"]
         return [*base, machine_id, *argv], None, None
+
+    async def stats(self, machine_id: str) -> MachineStats | None:
+        watch = self._attach(machine_id)
+        if watch is None or watch.exited.done():
+            return None
+        return await asyncio.to_thread(_cgroup_stats, self.cgroups_path(machine_id))
 
     async def processes(self, machine_id: str) -> list[int]:
         proc = await asyncio.create_subprocess_exec(

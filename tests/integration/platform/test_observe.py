@@ -229,3 +229,41 @@ def test_usage_adds_up(server: RoostServer, demo_images: dict[str, str]) -> None
     cli = server.cli("usage", "-a", app)
     assert cli.returncode == 0 and machine["id"] in cli.stdout and "TOTAL" in cli.stdout
     destroy(c, app, machine["id"])
+
+
+def test_metrics_parse_and_count(server: RoostServer, demo_images: dict[str, str]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    c = server.client()
+    app = new_app(c, "metrics")
+    config = {
+        "image": demo_images["roost/hello"],
+        "checks": {"web": {"type": "http", "port": 8080, "interval": "1s"}},
+    }
+    machine = run(c, app, config)
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+
+    def families() -> dict[str, Any]:
+        r = c.get("/metrics")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    def sample(family: Any, **labels: str) -> float | None:
+        for s in family.samples:
+            if all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+        return None
+
+    until(
+        lambda: sample(families()["roost_machine_check_status"], check="web", status="passing") == 1
+    )
+    metrics = families()
+    assert sample(metrics["roost_machines"], state="started") >= 1
+    assert sample(metrics["roost_machine_memory_bytes"], machine=machine["id"]) > 0
+    limit = sample(metrics["roost_machine_memory_limit_bytes"], machine=machine["id"])
+    assert limit == 256 * 1024 * 1024
+    assert sample(metrics["roost_machine_cpu_seconds"], machine=machine["id"]) >= 0
+    assert metrics["roost_machine_start_seconds"].samples
+    assert sample(metrics["roost_image_pulls"], result="ok") >= 1
+    assert sample(metrics["roost_api_requests"], method="GET", status="200") >= 1
+    destroy(c, app, machine["id"])

@@ -18,6 +18,7 @@ from roost.runtime.base import (
     ExitStatus,
     Inspection,
     LaunchSpec,
+    MachineStats,
 )
 from roost.runtime.console import Console
 
@@ -133,6 +134,9 @@ class FakeDriver(Driver):
 
     async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
         raise DriverError("the fake driver has no terminals")
+
+    async def stats(self, machine_id: str) -> MachineStats | None:
+        return MachineStats(1.5, 1 << 20, 256 << 20) if machine_id in self.running else None
 
     async def processes(self, machine_id: str) -> list[int]:
         return [self.running[machine_id].pid] if machine_id in self.running else []
