@@ -15,9 +15,9 @@ import contextlib
 import logging
 
 from roost.agent.metrics import MachineView
-from roost.agent.supervisor import AgentContext, Supervisor
+from roost.agent.supervisor import AgentContext, Supervisor, forget_ops
 from roost.api.views import rfc3339
-from roost.store import Compacted, StoreError
+from roost.store import Compacted, Compare, StoreError
 from roost.store.records import (
     Command,
     HostRecord,
@@ -34,6 +34,9 @@ log = logging.getLogger("roost.agent")
 
 ALIVE_TTL = 10.0
 RETRY_DELAY = 1.0
+KEEP_DESTROYED = 3600.0
+"""How long a destroyed machine stays listable (``include_deleted``) before it is gone."""
+JANITOR_INTERVAL = 600.0
 
 
 class Agent:
@@ -60,6 +63,7 @@ class Agent:
             asyncio.create_task(self._machines_loop(), name="agent-machines"),
             asyncio.create_task(self._commands_loop(), name="agent-commands"),
             asyncio.create_task(self._keepalive_loop(), name="agent-keepalive"),
+            asyncio.create_task(self._janitor_loop(), name="agent-janitor"),
         ]
         await self._synced.wait()
 
@@ -107,6 +111,36 @@ class Agent:
                     await self.ctx.store.put(
                         alive_key(self.host.id), str(self.host.epoch), lease=self._lease
                     )
+
+    # -- forgetting destroyed machines ----------------------------------------------------
+
+    async def _janitor_loop(self) -> None:
+        while True:
+            try:
+                await self.forget_destroyed()
+            except StoreError:
+                log.warning("janitor: store unavailable; trying again later")
+            await asyncio.sleep(JANITOR_INTERVAL)
+
+    async def forget_destroyed(self) -> list[str]:
+        """Remove destroyed machines of this host from the store (and their logs) once
+        they have been visible as destroyed for ``KEEP_DESTROYED`` seconds."""
+        store = self.ctx.store
+        cutoff = rfc3339(self.ctx.clock() - KEEP_DESTROYED)
+        forgotten = []
+        for kv in (await store.range(status_prefix())).kvs:
+            status = MachineStatus.from_json(kv.value)
+            if status.state != "destroyed" or status.host_id != self.host.id:
+                continue
+            if status.updated_at > cutoff:
+                continue
+            app, mid = kv.key.removeprefix(status_prefix()).split("/", 1)
+            unchanged = [Compare(kv.key, "mod_revision", "==", kv.mod_revision)]
+            if (await store.txn(unchanged, forget_ops(app, mid))).succeeded:
+                forgotten.append(mid)
+                if self.ctx.logs is not None:
+                    self.ctx.logs.remove(mid)
+        return forgotten
 
     # -- machines -----------------------------------------------------------------------
 

@@ -483,14 +483,7 @@ class Supervisor:
             self._ctx.logs.event(self.machine_id, "destroy: destroyed")
 
     def _forget_ops(self) -> list[Put | Delete]:
-        app, mid = self.app, self.machine_id
-        return [
-            Delete(machine_key(app, mid)),
-            Delete(status_key(app, mid)),
-            Delete(events_prefix(app, mid), prefix=True),
-            Delete(versions_prefix(app, mid), prefix=True),
-            Delete(mid_key(mid)),
-        ]
+        return forget_ops(self.app, self.machine_id)
 
     # -- exits and the restart policy ----------------------------------------------------
 
@@ -676,6 +669,17 @@ class Supervisor:
     def _exit_event(self, info: dict[str, Any], requested: bool) -> Event:
         request = {"exit_event": info, "restart_count": self._status.restart_count}
         return self._event("exit", "stopped", "user" if requested else "flyd", request)
+
+
+def forget_ops(app: str, mid: str) -> list[Put | Delete]:
+    """Everything the store keeps about a machine, for when it is gone for good."""
+    return [
+        Delete(machine_key(app, mid)),
+        Delete(status_key(app, mid)),
+        Delete(events_prefix(app, mid), prefix=True),
+        Delete(versions_prefix(app, mid), prefix=True),
+        Delete(mid_key(mid)),
+    ]
 
 
 def describe(event: Event) -> str:

@@ -71,6 +71,7 @@ from roost.store.records import (
 
 CAS_ATTEMPTS = 50
 EVENTS_IN_VIEW = 10
+VERSIONS_KEPT = 20
 # Machines in these states are running, or about to be: destroying them needs force.
 ACTIVE_STATES = frozenset({"started", "starting", "restarting", "replacing"})
 
@@ -343,8 +344,15 @@ class Machines:
             puts.append(Put(version_key(app, mid, version), _version(version, new_config, stamp)))
             await self._resize(record, config, compares, puts)
             if (await self._store.txn(compares, puts)).succeeded:
+                await self._trim_versions(app, mid)
                 return machine_view(new, snap.status)
         raise Conflict("too many concurrent changes to the machine; retry")
+
+    async def _trim_versions(self, app: str, mid: str) -> None:
+        # Not in the update's transaction: a version left over by a crash here is harmless.
+        kvs = (await self._store.range(versions_prefix(app, mid))).kvs
+        for kv in kvs[:-VERSIONS_KEPT]:
+            await self._store.delete(kv.key)
 
     async def _resize(
         self, record: MachineRecord, config: MachineConfig, compares: list, puts: list

@@ -278,3 +278,17 @@ async def test_signal_command(world: World) -> None:
         async for event in world.store.watch("/commands/", listing.revision + 1):
             if event.type == "delete":
                 break
+
+
+async def test_destroyed_machines_are_forgotten_after_a_while(world: World) -> None:
+    mid = await world.create()
+    await world.wait(mid, "started")
+    await world.machines.destroy("web", mid, None, force=True)
+    await world.wait(mid, "destroyed")
+    assert world.agent is not None
+    assert await world.agent.forget_destroyed() == [], "kept for a while first"
+    world.agent.ctx.clock = lambda: time.time() + 2 * 3600
+    assert await world.agent.forget_destroyed() == [mid]
+    assert (await world.store.range(f"/events/web/{mid}/")).kvs == []
+    listed = await world.machines.list("web", include_deleted=True)
+    assert [m["id"] for m in listed] == []
