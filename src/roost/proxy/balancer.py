@@ -29,7 +29,16 @@ class Choice:
     machine: Machine
     service: Service
     band: Band
-    reason: str
+    in_flight: int
+    local: bool
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"{self.band.replace('_', ' ')} ({self.in_flight} in flight, soft "
+            f"{self.service.soft_limit}), {'local' if self.local else 'remote'} region "
+            f"{self.machine.region}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +83,9 @@ def pick(
             saturated_seen = True
             continue
         band: Band = "below_soft" if in_flight < service.soft_limit else "over_soft"
-        distance = 0 if machine.region == region else 1
-        key = (0 if band == "below_soft" else 1, distance, in_flight, rng.random())
-        reason = (
-            f"{band.replace('_', ' ')} ({in_flight} in flight, soft {service.soft_limit}), "
-            f"{'local' if distance == 0 else 'remote'} region {machine.region}"
-        )
-        scored.append((key, Choice(machine, service, band, reason)))
+        local = machine.region == region
+        key = (0 if band == "below_soft" else 1, 0 if local else 1, in_flight, rng.random())
+        scored.append((key, Choice(machine, service, band, in_flight, local)))
     startable.sort(key=lambda item: (item[0], item[1].id))
     choice = min(scored, key=lambda item: item[0])[1] if scored else None
     return Verdict(

@@ -92,6 +92,8 @@ class Machine:
     services: tuple[Service, ...]
     healthy: bool
     primary_region: str = ""
+    http: Service | None = None
+    """The service the HTTP listener serves (see ``http_service``), found once."""
 
     @property
     def started(self) -> bool:
@@ -105,10 +107,7 @@ class Machine:
         return next((s for s in self.services if any(p.port == port for p in s.ports)), None)
 
     def http_service(self) -> Service | None:
-        """The service the HTTP listener serves: the one on port 80, else the first."""
-        http = [s for s in self.services if s.http]
-        on_80 = [s for s in http if any(p.port == 80 and p.http for p in s.ports)]
-        return (on_80 or http or [None])[0]
+        return self.http
 
 
 @dataclass
@@ -257,6 +256,13 @@ def _services(record: MachineRecord | None) -> tuple[tuple[Service, ...], str]:
     return services, (config.env or {}).get("PRIMARY_REGION", "")
 
 
+def _http_service(services: tuple[Service, ...]) -> Service | None:
+    """The service the HTTP listener serves: the one on port 80, else the first."""
+    http = [s for s in services if s.http]
+    on_80 = [s for s in http if any(p.port == 80 and p.http for p in s.ports)]
+    return (on_80 or http or [None])[0]
+
+
 def _machine(entry: _Entry) -> Machine | None:
     record, status = entry.record, entry.status
     if record is None or record.desired == "destroyed":
@@ -271,6 +277,7 @@ def _machine(entry: _Entry) -> Machine | None:
         for c in checks
     )
     return Machine(
+        http=_http_service(entry.services),
         id=record.id,
         app=record.app,
         region=record.region,

@@ -10,7 +10,9 @@ to ``REPLAY_LIMIT``) so a ``fly-replay`` answer can send it elsewhere. Upgrades
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +24,6 @@ from roost.proxy.metrics import ProxyMetrics
 from roost.proxy.replay import Replay, parse_replay
 from roost.proxy.router import Lease, NoCapacity, Router
 from roost.proxy.upstream import Pool, ResponseHead, Upstream, UpstreamError
-from roost.spec import ids
 
 log = logging.getLogger("roost.proxy")
 
@@ -106,18 +107,20 @@ class Request:
     upgrade: bool = False
     upgrade_leftover: bytes = b""
     body: Body = field(default_factory=Body)
+    by_name: dict[bytes, bytes] = field(default_factory=dict)
+    """Lower-cased header name → value (the first one), filled once the head is in."""
+    chunked: bool = False
+    has_body: bool = False
 
     def header(self, name: bytes) -> bytes | None:
-        return next((v for k, v in self.headers if k.lower() == name), None)
+        return self.by_name.get(name)
 
-    @property
-    def chunked(self) -> bool:
-        value = self.header(b"transfer-encoding")
-        return value is not None and b"chunked" in value.lower()
-
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or (self.header(b"content-length") or b"0") != b"0"
+    def head_complete(self) -> None:
+        for name, value in self.headers:
+            self.by_name.setdefault(name.lower(), value)
+        encoding = self.by_name.get(b"transfer-encoding")
+        self.chunked = encoding is not None and b"chunked" in encoding.lower()
+        self.has_body = self.chunked or self.by_name.get(b"content-length", b"0") != b"0"
 
 
 @dataclass
@@ -229,6 +232,7 @@ class ClientConnection(asyncio.Protocol):
         request.version = parser.get_http_version()
         request.keep_alive = parser.should_keep_alive()
         request.upgrade = parser.should_upgrade()
+        request.head_complete()
         if not request.has_body:
             request.body.finish()
         self._queue.append(request)
@@ -268,7 +272,7 @@ class ClientConnection(asyncio.Protocol):
     async def _serve(self, request: Request) -> bool:
         """Serve one request; False when the connection must close afterwards."""
         proxy = self.proxy
-        request_id = ids.ulid()
+        request_id = _request_id()
         app = proxy.app_for_host(request.header(b"host"))
         if app is None:
             return await self._local(request)
@@ -391,11 +395,18 @@ class ClientConnection(asyncio.Protocol):
             headers.append((b"transfer-encoding", b"chunked"))
         headers.append((b"connection", b"keep-alive" if client_keeps else b"close"))
         status_line = b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason or b"OK")
-        self.transport.write(
-            status_line + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
-        )
+        head = status_line + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
         transport = self.transport
-        if not bodiless:
+        if bodiless:
+            transport.write(head)
+        elif upstream.complete:
+            # The whole response is in already (the common small case): one write.
+            body = upstream.take_early()
+            if chunked_out:
+                body = (_frame(body, True) if body else b"") + b"0\r\n\r\n"
+            transport.write(head + body)
+        else:
+            transport.write(head)
             if chunked_out:
                 upstream.stream_to(lambda data: transport.write(_frame(data, True)))
             else:
@@ -601,6 +612,15 @@ def _forces_https(proxy: HttpProxy, app: str) -> bool:
         if service is not None:
             return any(p.force_https for p in service.ports if p.http)
     return False
+
+
+_REQUEST_PREFIX = os.urandom(6).hex()
+_request_counter = itertools.count()
+
+
+def _request_id() -> str:
+    """Unique per proxy process and cheap: a random prefix and a counter (no syscall)."""
+    return f"{_REQUEST_PREFIX}{next(_request_counter):012x}"
 
 
 def _frame(chunk: bytes, chunked: bool) -> bytes:

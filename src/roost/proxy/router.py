@@ -154,7 +154,8 @@ class Router:
         self.load[mid] = self.load.get(mid, 0) + 1
         self.metrics.in_flight[(choice.machine.app, mid)] = self.load[mid]
         self.metrics.requests[(choice.machine.app, mid)] += 1
-        log.debug("routing to %s: %s", mid, choice.reason)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("routing to %s: %s", mid, choice.reason)
         return Lease(self, choice)
 
     def _release(self, machine: Machine) -> None:

@@ -96,6 +96,17 @@ class Upstream(asyncio.Protocol):
     async def finished(self) -> None:
         await self._done
 
+    @property
+    def complete(self) -> bool:
+        """The whole response has arrived (and not by a failure)."""
+        return self._done.done() and self._done.exception() is None
+
+    def take_early(self) -> bytes:
+        """The body bytes that arrived before anyone streamed them."""
+        body = b"".join(self._early)
+        self._early.clear()
+        return body
+
     # -- protocol callbacks ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

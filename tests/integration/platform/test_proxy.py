@@ -133,7 +133,7 @@ def test_routes_by_host_and_says_which_machine(
     r = proxy_get(roost, app)
     assert r.status_code == 200 and r.text == f"hello from {machine['id']}\n"
     assert r.headers["fly-machine-id"] == machine["id"]
-    assert r.headers["via"] == "1.1 roost" and len(r.headers["fly-request-id"]) == 26
+    assert r.headers["via"] == "1.1 roost" and len(r.headers["fly-request-id"]) == 24
 
     posted = httpx.post(
         f"{roost.proxy_url}/cgi-bin/echo",
