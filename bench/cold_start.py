@@ -29,6 +29,7 @@ import httpx
 from common import (
     Machine,
     Platform,
+    cpu_probe,
     http_get,
     http_service,
     median,
@@ -103,7 +104,7 @@ class ColdStart:
 
 def wake_totals(plat: Platform) -> tuple[float, int]:
     """The proxy's own wake-up time (its start call → port accepting): sum and count."""
-    text = httpx.get(f"{plat.server.proxy_url}/metrics", timeout=5).text
+    text = httpx.get(f"{plat.server.proxy_url}/metrics", timeout=5, trust_env=False).text
 
     def value(name: str) -> float:
         match = re.search(rf'^roost_proxy_wake_seconds_{name}{{app="{APP}"}} (\S+)', text, re.M)
@@ -147,6 +148,7 @@ def main() -> None:
         "--settle", type=float, default=0.1, help="seconds between 'stopped' and the request"
     )
     args = parser.parse_args()
+    probe = cpu_probe()
     with platform("roost-bench-cold-") as plat:
         demo = args.image == "hello"
         image = plat.demo_images()["roost/hello"] if demo else plat.nginx_image()
@@ -163,6 +165,7 @@ def main() -> None:
         wake1 = wake_totals(plat)
         wakes = wake1[1] - wake0[1]
         wake = ((wake1[0] - wake0[0]) / wakes if wakes else 0.0), wakes
+    print(f"\nCPU probe (fixed Python loop): {ms(probe)} ms before, {ms(cpu_probe())} ms after")
     report(bench.samples, f"{args.image} image: {image.split('/', 1)[1]}", wake)
 
 

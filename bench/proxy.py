@@ -38,10 +38,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import httptools
+import httpx
 import uvloop
 from common import (
     Platform,
     cgroup_cpu_seconds,
+    cpu_probe,
     cpu_seconds,
     free_port,
     host_busy_seconds,
@@ -183,23 +185,32 @@ class WrkResult(Costed):
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
+def _find(pattern: str, output: str) -> str:
+    match = re.search(pattern, output, re.MULTILINE)
+    if match is None:
+        raise ValueError(f"unexpected wrk output (no {pattern!r}):\n{output}")
+    return match.group(1)
+
+
 def _seconds(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    number, unit = _find(r"^([\d.]+)(?:us|ms|s|m)$", text), text.lstrip("0123456789.")
     return float(number) * _UNITS[unit]
 
 
 def parse_wrk(output: str) -> WrkResult:
     """Requests/sec, the 50% and 99% latency lines, and every kind of error wrk counts."""
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _seconds(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _seconds(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         errors += int(match.group(1))
     if match := re.search(r"Socket errors: (.*)", output):
         errors += sum(int(n) for n in re.findall(r"\d+", match.group(1)))
-    return WrkResult(rps, p50, p99, errors, requests=requests)
+    return WrkResult(
+        rps=float(_find(r"Requests/sec:\s+([\d.]+)", output)),
+        p50=_seconds(_find(r"^\s+50%\s+(\S+)", output)),
+        p99=_seconds(_find(r"^\s+99%\s+(\S+)", output)),
+        errors=errors,
+        requests=int(_find(r"(\d+) requests in", output)),
+    )
 
 
 def run_wrk(target: Target, threads: int, connections: int, duration: int) -> WrkResult:
@@ -427,28 +438,21 @@ def machine_config(image: str) -> dict[str, object]:
     return {"image": image, "services": [http_service(soft=1000, hard=10000)]}
 
 
-def check_targets(targets: list[Target]) -> None:
-    """Each target answers 200 ``ok``, and roost's answer came from our machine."""
+def check_targets(targets: list[Target], machine_id: str) -> None:
+    """Each target answers 200 ``ok``, and roost's answer came from our machine (a
+    subnet clash with another server would send "direct" to someone else's)."""
     for target in targets:
-        out = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-i",
-                "--max-time",
-                "5",
-                "-H",
-                f"Host: {target.header_host}",
-                target.url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        if not out.startswith("HTTP/1.1 200") or not out.endswith("ok\n"):
-            raise SystemExit(f"{target.name} does not answer as expected:\n{out}")
-        if target.name == "roost" and "fly-machine-id:" not in out:
-            raise SystemExit(f"roost's answer lacks fly-machine-id:\n{out}")
+        response = httpx.get(
+            target.url, headers={"Host": target.header_host}, timeout=5, trust_env=False
+        )
+        if response.status_code != 200 or response.text != "ok\n":
+            raise SystemExit(
+                f"{target.name} does not answer as expected: {response.status_code}"
+                f" {response.headers} {response.text[:200]!r}"
+            )
+        served_by = response.headers.get("fly-machine-id", machine_id)
+        if served_by != machine_id:
+            raise SystemExit(f"{target.name} was served by machine {served_by}")
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -595,7 +599,7 @@ def setup(stack: ExitStack) -> Bench:
             plat.server.proc.pid,
         ),
     }
-    check_targets(list(targets.values()))
+    check_targets(list(targets.values()), machine.id)
     print(f"backend: nginx in machine {machine.id} at {backend}; host nginx proxy: 1 worker")
     return Bench(targets, plat.server.cgroup_parent)
 
@@ -622,6 +626,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     print(f"wrk {wrk_version()}, nginx {nginx_version()} (backend and reverse proxy)")
+    probe = cpu_probe()
     with ExitStack() as stack:
         bench = setup(stack)
         wrk_results = None if args.skip_wrk else phase_wrk(bench, args)
@@ -631,6 +636,7 @@ def main() -> None:
             roost_max = median([x.rps for x in (wrk_results or {})["roost"]])
             rates = [roost_max * load for load in args.load]
         rate_results = [(rate, phase_rate(bench, rate, args)) for rate in rates]
+    print(f"\nCPU probe (fixed Python loop): {ms(probe)} ms before, {ms(cpu_probe())} ms after")
     if wrk_results is not None:
         report_wrk(wrk_results, args)
     for rate, results in rate_results:

@@ -1,4 +1,4 @@
-"""The desired-state store: the contract and its embedded SQLite backend."""
+"""The desired-state store: the contract, its embedded SQLite backend and its etcd backend."""
 
 from roost.store.base import (
     KV,
@@ -16,6 +16,7 @@ from roost.store.base import (
     TxnResult,
     WatchEvent,
 )
+from roost.store.etcd import EtcdStore
 from roost.store.sqlite import SqliteStore
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "CompareOp",
     "CompareTarget",
     "Delete",
+    "EtcdStore",
     "LeaseNotFound",
     "Put",
     "RangeResult",
