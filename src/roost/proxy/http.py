@@ -366,36 +366,13 @@ class ClientConnection(asyncio.Protocol):
         request_id: str,
     ) -> bool:
         assert self.transport is not None
-        bodiless = (
-            request.method == b"HEAD"
-            or response.status in (204, 304)
-            or (100 <= response.status < 200)
+        framing = frame_response(request, response, machine, request_id)
+        bodiless, chunked_out, client_keeps = (
+            framing.bodiless,
+            framing.chunked_out,
+            framing.client_keeps,
         )
-        length = response.header(b"content-length")
-        upstream_chunked = any(
-            k.lower() == b"transfer-encoding" and b"chunked" in v.lower()
-            for k, v in response.headers
-        )
-        # Close-delimited bodies are re-framed as chunked so the client connection lives on.
-        rechunk = not bodiless and length is None and request.version == "1.1"
-        chunked_out = not bodiless and (upstream_chunked or rechunk)
-        client_keeps = request.keep_alive and (length is not None or chunked_out or bodiless)
-        headers = [
-            (k, v)
-            for k, v in response.headers
-            if k.lower() not in HOP_BY_HOP and k.lower() != b"fly-replay"
-        ]
-        headers += [
-            (b"fly-request-id", request_id.encode()),
-            (b"fly-machine-id", machine.id.encode()),
-            (b"fly-region", machine.region.encode()),
-            (b"via", b"1.1 roost"),
-        ]
-        if chunked_out:
-            headers.append((b"transfer-encoding", b"chunked"))
-        headers.append((b"connection", b"keep-alive" if client_keeps else b"close"))
-        status_line = b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason or b"OK")
-        head = status_line + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
+        head = framing.head
         transport = self.transport
         if bodiless:
             transport.write(head)
@@ -427,11 +404,7 @@ class ClientConnection(asyncio.Protocol):
         # A response may end before the request body did (an early 4xx): drain the rest.
         while await request.body.next() is not None:
             self._resume_reading()
-        if (
-            response.keep_alive
-            and not upstream.closed
-            and (length is not None or upstream_chunked or bodiless)
-        ):
+        if framing.reusable and not upstream.closed:
             self.proxy.pool.put(upstream)
         else:
             upstream.close()
@@ -603,6 +576,56 @@ _REASONS = {
     503: b"Service Unavailable",
     508: b"Loop Detected",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a machine's response goes on to the client."""
+
+    head: bytes
+    bodiless: bool
+    chunked_out: bool
+    """Sent chunked: the machine's was chunked, or had no length (re-framed)."""
+    client_keeps: bool
+    """The client connection stays open after it."""
+    reusable: bool
+    """The machine connection can serve another request after it."""
+
+
+def frame_response(
+    request: Request, response: ResponseHead, machine: Machine, request_id: str
+) -> Framing:
+    bodiless = (
+        request.method == b"HEAD" or response.status in (204, 304) or (100 <= response.status < 200)
+    )
+    length = response.header(b"content-length")
+    encoding = response.header(b"transfer-encoding")
+    upstream_chunked = encoding is not None and b"chunked" in encoding.lower()
+    # Close-delimited bodies are re-framed as chunked so the client connection lives on.
+    rechunk = not bodiless and length is None and request.version == "1.1"
+    chunked_out = not bodiless and (upstream_chunked or rechunk)
+    client_keeps = request.keep_alive and (length is not None or chunked_out or bodiless)
+    lines = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason or b"OK")]
+    for name, value in response.headers:
+        lowered = name.lower()
+        if lowered not in HOP_BY_HOP and lowered != b"fly-replay":
+            lines.append(name + b": " + value + b"\r\n")
+    lines.append(
+        b"fly-request-id: %s\r\nfly-machine-id: %s\r\nfly-region: %s\r\nvia: 1.1 roost\r\n"
+        % (request_id.encode(), machine.id.encode(), machine.region.encode())
+    )
+    if chunked_out:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    lines.append(
+        b"connection: keep-alive\r\n\r\n" if client_keeps else b"connection: close\r\n\r\n"
+    )
+    return Framing(
+        head=b"".join(lines),
+        bodiless=bodiless,
+        chunked_out=chunked_out,
+        client_keeps=client_keeps,
+        reusable=response.keep_alive and (length is not None or upstream_chunked or bodiless),
+    )
 
 
 def _forces_https(proxy: HttpProxy, app: str) -> bool:

@@ -44,7 +44,8 @@ class LeaseNotFound(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The backend cannot be reached; the operation may be retried."""
+    """The backend cannot be reached. A read may be retried; a write that raised this
+    has an unknown outcome (it may have been applied), so check before retrying it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def watch(self, prefix: str, from_revision: int) -> AsyncGenerator[WatchEvent, None]:
-        """Changes under ``prefix`` from ``from_revision`` on, forever, in revision order.
+        """Changes under ``prefix`` from ``from_revision`` on, forever, in revision order
+        (and in key order within one revision).
 
         Raises :class:`Compacted` (when iterated) if ``from_revision`` is no longer
         retained. Cancel the consuming task or ``aclose()`` the iterator to stop.
