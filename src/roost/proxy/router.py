@@ -95,23 +95,6 @@ class Router:
     _freed: asyncio.Future[None] | None = None
     _waiting: dict[str, int] = field(default_factory=dict)
 
-    def try_acquire(
-        self, app: str, service_of: Callable[[Machine], Service | None]
-    ) -> Lease | None:
-        """A machine below its soft limit right now, or None (then use ``acquire``)."""
-        verdict = pick(
-            self.catalog.machines(app),
-            service_of,
-            self.load,
-            region=self.region,
-            draining=frozenset(self.draining) if self.draining else frozenset(),
-            rng=self.rng,
-        )
-        choice = verdict.choice
-        if choice is None or choice.band != "below_soft":
-            return None
-        return self._take(choice)
-
     async def acquire(
         self,
         app: str,

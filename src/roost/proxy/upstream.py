@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import httptools
 
@@ -49,16 +49,6 @@ class ResponseHead:
         return next((v for k, v in self.headers if k.lower() == lowered), None)
 
 
-class Observer(Protocol):
-    """Receives an exchange's progress as callbacks (see ``Upstream.observer``)."""
-
-    def on_head(self, upstream: Upstream, head: ResponseHead) -> None: ...
-
-    def on_done(self, upstream: Upstream) -> None: ...
-
-    def on_failed(self, upstream: Upstream, exc: Exception) -> None: ...
-
-
 class Upstream(asyncio.Protocol):
     def __init__(self, key: tuple[str, int]) -> None:
         self.key = key
@@ -70,8 +60,6 @@ class Upstream(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
-        self.observer: Observer | None = None
-        """Set for an exchange driven by callbacks instead of awaits (the fast path)."""
 
     def _reset(self) -> None:
         self._head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
@@ -148,8 +136,6 @@ class Upstream(asyncio.Protocol):
         # A response without a length ends when the connection does.
         if self._response is not None and not self._done.done() and self._close_delimited():
             self._done.set_result(None)
-            if self.observer is not None:
-                self.observer.on_done(self)
             return
         self._fail(UpstreamError(f"the machine closed the connection{f': {exc}' if exc else ''}"))
 
@@ -180,8 +166,6 @@ class Upstream(asyncio.Protocol):
         self._response = head
         if not self._head.done():
             self._head.set_result(head)
-        if self.observer is not None:
-            self.observer.on_head(self, head)
 
     def on_body(self, body: bytes) -> None:
         if self.sink is not None:
@@ -192,8 +176,6 @@ class Upstream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
-        if self.observer is not None:
-            self.observer.on_done(self)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -203,15 +185,11 @@ class Upstream(asyncio.Protocol):
         return head.header(b"content-length") is None and not _chunked(head.headers)
 
     def _fail(self, exc: Exception) -> None:
-        failed = False
         for future in (self._head, self._done):
             if not future.done():
-                failed = True
                 future.set_exception(exc)
                 # Retrieved by whoever awaits it; silence "never retrieved" otherwise.
                 future.exception()
-        if failed and self.observer is not None:
-            self.observer.on_failed(self, exc)
 
     def close(self) -> None:
         self.closed = True
@@ -230,18 +208,6 @@ class Pool:
     idle: defaultdict[tuple[str, int], list[Upstream]] = field(
         default_factory=lambda: defaultdict(list)
     )
-
-    def take_idle(self, address: str, port: int) -> Upstream | None:
-        """An idle kept-alive connection ready for a request, if there is one."""
-        idle = self.idle.get((address, port))
-        now = time.monotonic()
-        while idle:
-            upstream = idle.pop()
-            if not upstream.closed and now - upstream.idle_since < IDLE_TIMEOUT:
-                upstream.begin()
-                return upstream
-            upstream.close()
-        return None
 
     async def get(self, address: str, port: int) -> tuple[Upstream, bool]:
         """A connection, and whether it was reused (a reused one may turn out stale)."""
@@ -268,7 +234,6 @@ class Pool:
         upstream.idle_since = time.monotonic()
         upstream.sink = None
         upstream.on_pause = upstream.on_resume = None
-        upstream.observer = None
         idle.append(upstream)
 
     def close(self) -> None:
