@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from roost.agent.agent import Agent
@@ -13,7 +12,7 @@ from roost.agent.usage import UsageLedger
 from roost.images.base import ImageRef
 from roost.images.store import ImageStore
 from roost.runtime.base import ExecResult
-from roost.runtime.console import Console
+from roost.runtime.console import PtyTerminal
 from roost.store.records import MachineStatus, status_prefix
 
 
@@ -37,14 +36,19 @@ class LocalHost:
         pids = await self._agent.ctx.driver.processes(machine_id)
         return await asyncio.to_thread(process_stats, pids)
 
-    async def console(self, machine_id: str, argv: list[str], *, cols: int, rows: int) -> Console:
-        return await self._agent.ctx.driver.console(machine_id, argv, cols=cols, rows=rows)
+    async def terminal(
+        self, machine_id: str, argv: list[str], *, cols: int, rows: int
+    ) -> PtyTerminal:
+        console = await self._agent.ctx.driver.console(machine_id, argv, cols=cols, rows=rows)
+        return PtyTerminal(console)
 
-    def read_logs(self, machine_id: str, *, since: float | None, limit: int) -> list[LogRecord]:
+    async def read_logs(
+        self, machine_id: str, *, since: float | None, limit: int
+    ) -> list[LogRecord]:
         return self._logs.read(machine_id, since=since, limit=limit)
 
-    def subscribe_logs(self, wants: Callable[[str], bool]) -> Subscription:
-        return self._logs.subscribe(wants)
+    def subscribe_logs(self, machine_ids: set[str]) -> Subscription:
+        return self._logs.subscribe(machine_ids.__contains__)
 
     async def usage(
         self, app: str | None, *, since: float | None, until: float | None

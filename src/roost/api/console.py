@@ -5,104 +5,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
+from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from roost.runtime.console import Console
-
 CLOSE_REFUSED = 4000
 """Our close code for a console that could not start; the reason says why."""
-READ_SIZE = 65536
-QUEUED_READS = 64
-WRITE_RETRY = 0.01
 
 
-class ConsoleBridge:
-    """Copies terminal output to the client and client input to the terminal."""
+class Terminal(Protocol):
+    """A terminal session in a machine, on this host or another."""
 
-    def __init__(self, websocket: WebSocket, console: Console) -> None:
-        self.websocket = websocket
-        self.console = console
-        self.loop = asyncio.get_running_loop()
-        self.output: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUED_READS)
-        self.reading = False
+    async def read(self) -> bytes | None:
+        """The next output, or None once the program and its terminal are gone."""
+        ...
 
-    async def run(self) -> None:
-        """Until the process exits or the client leaves."""
-        self._read_more()
-        sender = asyncio.ensure_future(self._send())
-        receiver = asyncio.ensure_future(self._receive())
-        try:
-            await asyncio.wait([sender, receiver], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._pause()
-            for task in (sender, receiver):
-                task.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
+    async def write(self, data: bytes) -> None: ...
 
-    def _read_more(self) -> None:
-        if not self.reading:
-            self.reading = True
-            self.loop.add_reader(self.console.master, self._readable)
+    def resize(self, cols: int, rows: int) -> None: ...
 
-    def _pause(self) -> None:
-        if self.reading:
-            self.reading = False
-            self.loop.remove_reader(self.console.master)
+    async def wait(self) -> int:
+        """The program's exit code."""
+        ...
 
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.console.master, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""  # EIO: the process and everything on its terminal are gone
-        if not data:
-            self._pause()
-            self.output.put_nowait(None)
-            return
-        self.output.put_nowait(data)
-        if self.output.full():
-            # The client reads slower than the machine writes: hold the machine back.
-            self._pause()
-
-    async def _send(self) -> None:
-        while (data := await self.output.get()) is not None:
-            await self.websocket.send_bytes(data)
-            if self.output.empty():
-                self._read_more()
-        code = await self.console.wait()
-        await self.websocket.send_text(json.dumps({"exit_code": code}))
-        await self.websocket.close()
-
-    async def _receive(self) -> None:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                if message.get("bytes"):
-                    await self._write(message["bytes"])
-                elif message.get("text"):
-                    self._control(message["text"])
-
-    def _control(self, text: str) -> None:
-        try:
-            size = json.loads(text)["resize"]
-            self.console.resize(int(size["cols"]), int(size["rows"]))
-        except (ValueError, KeyError, TypeError):
-            pass  # not a message we know: ignore it, as terminals ignore odd bytes
-
-    async def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self.console.master, view) :]
-            except BlockingIOError:
-                # The pty's input buffer is full until the program reads it.
-                await asyncio.sleep(WRITE_RETRY)
+    def close(self) -> None: ...
 
 
-async def pump_console(websocket: WebSocket, console: Console) -> None:
-    await ConsoleBridge(websocket, console).run()
+async def pump_console(websocket: WebSocket, terminal: Terminal) -> None:
+    """Copy both ways until the program exits or the client leaves.
+
+    Binary messages carry terminal bytes both ways; a text message
+    ``{"resize": {"cols": C, "rows": R}}`` resizes; the server ends with the text
+    ``{"exit_code": N}`` and closes.
+    """
+    sender = asyncio.ensure_future(_send(websocket, terminal))
+    receiver = asyncio.ensure_future(_receive(websocket, terminal))
+    try:
+        await asyncio.wait([sender, receiver], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, receiver):
+            task.cancel()
+        await asyncio.gather(sender, receiver, return_exceptions=True)
+
+
+async def _send(websocket: WebSocket, terminal: Terminal) -> None:
+    while (data := await terminal.read()) is not None:
+        await websocket.send_bytes(data)
+    code = await terminal.wait()
+    await websocket.send_text(json.dumps({"exit_code": code}))
+    await websocket.close()
+
+
+async def _receive(websocket: WebSocket, terminal: Terminal) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes"):
+                await terminal.write(message["bytes"])
+            elif message.get("text"):
+                _control(terminal, message["text"])
+
+
+def _control(terminal: Terminal, text: str) -> None:
+    try:
+        size = json.loads(text)["resize"]
+        terminal.resize(int(size["cols"]), int(size["rows"]))
+    except (ValueError, KeyError, TypeError):
+        pass  # not a message we know: ignore it, as terminals ignore odd bytes

@@ -70,7 +70,7 @@ async def _logs(
         records: Any = (
             service.follow_logs(regions, since=start, limit=limit)
             if follow
-            else _iterate(service.read_logs(regions, since=start, limit=limit))
+            else _iterate(await service.read_logs(regions, since=start, limit=limit))
         )
         async for record in records:
             yield json.dumps(log_view(record, app, regions)).encode() + b"\n"
@@ -150,7 +150,7 @@ async def machine_console(
     ``{"exit_code": N}`` and closes.
     """
     try:
-        console = await io(websocket).console(  # type: ignore[arg-type]
+        terminal = await io(websocket).console(
             app_name, machine_id, command or [], cols=cols, rows=rows
         )
     except APIError as exc:
@@ -160,6 +160,6 @@ async def machine_console(
         return
     await websocket.accept()
     try:
-        await pump_console(websocket, console)
+        await pump_console(websocket, terminal)
     finally:
-        console.close()
+        terminal.close()

@@ -8,19 +8,27 @@ agent over HTTP.
 from __future__ import annotations
 
 import shlex
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from roost.agent.logs import LogRecord, Subscription
+from roost.agent.logs import LogRecord
+from roost.api.console import Terminal
 from roost.api.errors import BadRequest, PreconditionFailed
 from roost.api.machines import Machines
 from roost.runtime.base import DriverError, ExecResult
-from roost.runtime.console import Console
 
 EXEC_TIMEOUT = 30
 DEFAULT_SHELL = "/bin/sh"
 MAX_EXEC_TIMEOUT = 600
+
+
+class LogFeed(Protocol):
+    """New log records of some machines, from the moment of subscribing."""
+
+    async def next(self) -> LogRecord: ...
+
+    def close(self) -> None: ...
 
 
 class HostLink(Protocol):
@@ -30,13 +38,15 @@ class HostLink(Protocol):
 
     async def processes(self, machine_id: str) -> list[dict[str, Any]]: ...
 
-    async def console(
+    async def terminal(
         self, machine_id: str, argv: list[str], *, cols: int, rows: int
-    ) -> Console: ...
+    ) -> Terminal: ...
 
-    def read_logs(self, machine_id: str, *, since: float | None, limit: int) -> list[LogRecord]: ...
+    async def read_logs(
+        self, machine_id: str, *, since: float | None, limit: int
+    ) -> list[LogRecord]: ...
 
-    def subscribe_logs(self, wants: Callable[[str], bool]) -> Subscription: ...
+    def subscribe_logs(self, machine_ids: set[str]) -> LogFeed: ...
 
     async def usage(
         self, app: str | None, *, since: float | None, until: float | None
@@ -88,12 +98,12 @@ class MachineIO:
 
     async def console(
         self, app: str, mid: str, argv: list[str], *, cols: int, rows: int
-    ) -> Console:
+    ) -> Terminal:
         if not (1 <= cols <= 1000 and 1 <= rows <= 1000):
             raise BadRequest("invalid_argument: cols and rows must be 1 to 1000")
         await self._running(app, mid)
         try:
-            return await self._host.console(mid, argv or [DEFAULT_SHELL], cols=cols, rows=rows)
+            return await self._host.terminal(mid, argv or [DEFAULT_SHELL], cols=cols, rows=rows)
         except DriverError as exc:
             raise PreconditionFailed(f"failed_precondition: {exc}") from None
 
@@ -122,12 +132,12 @@ class MachineIO:
             await self._machines.get(app, machine)  # a 404 that says which
         return chosen
 
-    def read_logs(
+    async def read_logs(
         self, regions: dict[str, str], *, since: float | None, limit: int
     ) -> list[LogRecord]:
         records: list[LogRecord] = []
         for mid in regions:
-            records += self._host.read_logs(mid, since=since, limit=limit)
+            records += await self._host.read_logs(mid, since=since, limit=limit)
         records.sort(key=lambda r: r.timestamp)
         return records[-limit:] if limit else records
 
@@ -136,9 +146,9 @@ class MachineIO:
     ) -> AsyncIterator[LogRecord]:
         """History, then new records as they come, without gaps or repeats."""
         # Subscribing before reading history: nothing written in between is missed.
-        subscription = self._host.subscribe_logs(regions.__contains__)
+        subscription = self._host.subscribe_logs(set(regions))
         try:
-            history = self.read_logs(regions, since=since, limit=limit)
+            history = await self.read_logs(regions, since=since, limit=limit)
             for record in history:
                 yield record
             last = history[-1].timestamp if history else float("-inf")

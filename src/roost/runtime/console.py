@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 
 from roost.runtime.base import DriverError
 
+READ_SIZE = 65536
+QUEUED_READS = 64
+WRITE_RETRY = 0.01
+
 
 @dataclass
 class Console:
@@ -45,6 +49,69 @@ class Console:
             if self.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
+
+
+class PtyTerminal:
+    """A :class:`Console` read and written as a stream: the ``Terminal`` the API carries
+    to clients. Reading pauses while ``QUEUED_READS`` chunks wait, so a slow client
+    holds the machine's output back instead of filling memory."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._loop = asyncio.get_running_loop()
+        self._output: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUED_READS)
+        self._reading = False
+        self._read_more()
+
+    async def read(self) -> bytes | None:
+        data = await self._output.get()
+        if self._output.empty() and data is not None:
+            self._read_more()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.console.master, view) :]
+            except BlockingIOError:
+                # The pty's input buffer is full until the program reads it.
+                await asyncio.sleep(WRITE_RETRY)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self.console.resize(cols, rows)
+
+    async def wait(self) -> int:
+        return await self.console.wait()
+
+    def close(self) -> None:
+        self._pause()
+        self.console.close()
+
+    def _read_more(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._loop.add_reader(self.console.master, self._readable)
+
+    def _pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self.console.master)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.console.master, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""  # EIO: the process and everything on its terminal are gone
+        if not data:
+            self._pause()
+            self._output.put_nowait(None)
+            return
+        self._output.put_nowait(data)
+        if self._output.full():
+            self._pause()
 
 
 def set_size(fd: int, cols: int, rows: int) -> None:
