@@ -13,6 +13,10 @@ Key layout (every component reads these through the helpers below)::
     /commands/{host}/{id}/{cmd_id}      Command         one-shot orders (signals) for an agent
     /hosts/{host}                       HostRecord
     /alive/{host}                       epoch           tiny key on a TTL lease: host liveness
+    /proxies/{host}                     ProxyRecord     a host's proxy backhaul, on a TTL lease
+    /cluster/secret                     token           what hosts show each other (backhaul,
+                                                        agent endpoints); never leaves the fleet
+    /controller                         holder          the elected controller, on a TTL lease
     /hostalloc/{host}                   Allocation      capacity reserved on a host
     /ipam/{index}                       machine id      private address allocations
     /tokens/{sha256}                    TokenRecord     API tokens, stored hashed
@@ -143,12 +147,22 @@ class HostRecord(Record):
     id: str
     region: str
     address: str = ""
+    """The agent's endpoint (``host:port``) for exec, logs, console and usage; empty
+    when the API runs in the agent's process."""
     cpus: int = 0
     memory_mb: int = 0
     epoch: int = 1
     cordoned: bool = False
     driver: str = ""
     registered_at: str = ""
+
+
+@dataclass
+class ProxyRecord(Record):
+    host_id: str
+    address: str
+    """Where other hosts' proxies deliver this host's traffic (``host:port``)."""
+    region: str = ""
 
 
 @dataclass
@@ -228,6 +242,17 @@ def host_key(host: str) -> str:
 
 def alive_key(host: str) -> str:
     return f"/alive/{host}"
+
+
+def proxy_key(host: str) -> str:
+    return f"/proxies/{host}"
+
+
+PROXIES_PREFIX = "/proxies/"
+ALIVE_PREFIX = "/alive/"
+HOSTS_PREFIX = "/hosts/"
+CLUSTER_SECRET_KEY = "/cluster/secret"
+CONTROLLER_KEY = "/controller"
 
 
 def hostalloc_key(host: str) -> str:
