@@ -1,4 +1,5 @@
-"""The secret the processes of one fleet show each other.
+"""What the processes of one fleet share: which hosts are alive, and the secret they
+show each other.
 
 Agents' endpoints and proxies' backhaul listeners accept calls only with it. It lives in
 the store, so anything that can reach the store (and so is part of the fleet) can read
@@ -11,7 +12,7 @@ import hmac
 import secrets
 
 from roost.store import Compare, Put, Store
-from roost.store.records import CLUSTER_SECRET_KEY
+from roost.store.records import ALIVE_PREFIX, CLUSTER_SECRET_KEY
 
 HEADER = "roost-cluster-secret"
 
@@ -32,3 +33,11 @@ async def cluster_secret(store: Store) -> str:
 
 def matches(secret: str, offered: str | None) -> bool:
     return offered is not None and hmac.compare_digest(secret.encode(), offered.encode())
+
+
+async def alive_hosts(store: Store) -> dict[str, int]:
+    """Hosts whose liveness lease is current, with the epoch each registered under."""
+    return {
+        kv.key.removeprefix(ALIVE_PREFIX): int(kv.value) if kv.value.isdigit() else 0
+        for kv in (await store.range(ALIVE_PREFIX)).kvs
+    }

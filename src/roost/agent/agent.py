@@ -6,6 +6,17 @@ its revision it lists again, so no change is ever missed. On start the agent fir
 re-attaches to machines that outlived its previous run (through the driver and the
 journal), then reaps local leftovers the store no longer knows, and only then follows
 new changes — so a restart neither duplicates nor orphans a machine.
+
+Liveness and fencing: every registration takes a new host *epoch* and puts it in
+``/alive/{host}`` on a TTL lease; status writes only land while that key still holds
+the agent's epoch. An agent whose lease expired (a partition, a hang, a drill) is
+declared lost by the controller, which may start standbys elsewhere; when the agent is
+heard again its writes are refused, so it joins again under a new epoch, re-lists its
+machines from the store (where standbys may have replaced them) and only then goes on.
+
+    registered ──lease lost──▶ rejoining ──registered (epoch+1), re-listed──▶ registered
+        │                                                                       ▲
+        └──isolate() (drill)──▶ isolated ──restore()──────────────────────────┘
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import logging
 from roost.agent.metrics import MachineView
 from roost.agent.supervisor import AgentContext, Supervisor, forget_ops
 from roost.api.views import rfc3339
-from roost.store import Compacted, Compare, StoreError
+from roost.store import Compacted, Compare, LeaseNotFound, Put, StoreError
 from roost.store.records import (
     Command,
     HostRecord,
@@ -32,7 +43,8 @@ from roost.store.records import (
 
 log = logging.getLogger("roost.agent")
 
-ALIVE_TTL = 10.0
+ALIVE_TTL = 5.0
+"""How long a silent host stays alive in the store: the floor of failure detection."""
 RETRY_DELAY = 1.0
 KEEP_DESTROYED = 3600.0
 """How long a destroyed machine stays listable (``include_deleted``) before it is gone."""
@@ -48,6 +60,7 @@ class Agent:
         self._loops: list[asyncio.Task[None]] = []
         self._lease = 0
         self._synced = asyncio.Event()
+        self.isolated = False
 
     @property
     def host(self) -> HostRecord:
@@ -59,19 +72,12 @@ class Agent:
 
     async def start(self) -> None:
         await self._register()
-        self._loops = [
-            asyncio.create_task(self._machines_loop(), name="agent-machines"),
-            asyncio.create_task(self._commands_loop(), name="agent-commands"),
-            asyncio.create_task(self._keepalive_loop(), name="agent-keepalive"),
-            asyncio.create_task(self._janitor_loop(), name="agent-janitor"),
-        ]
+        self._start_loops()
         await self._synced.wait()
 
     async def stop(self) -> None:
         """Stop supervising; machines keep running and are adopted by the next agent."""
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._stop_loops()
         for supervisor in self._supervisors.values():
             await supervisor.close()
         for task in self._tasks.values():
@@ -85,17 +91,62 @@ class Agent:
             with contextlib.suppress(StoreError):
                 await self.ctx.store.revoke_lease(self._lease)
 
+    def _start_loops(self) -> None:
+        self._synced.clear()
+        self._loops = [
+            asyncio.create_task(self._machines_loop(), name="agent-machines"),
+            asyncio.create_task(self._commands_loop(), name="agent-commands"),
+            asyncio.create_task(self._keepalive_loop(), name="agent-keepalive"),
+            asyncio.create_task(self._janitor_loop(), name="agent-janitor"),
+        ]
+
+    async def _stop_loops(self) -> None:
+        current = asyncio.current_task()
+        loops = [task for task in self._loops if task is not current]
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        self._loops = []
+
+    # -- drills -------------------------------------------------------------------------
+
+    async def isolate(self) -> None:
+        """Behave as if cut off from the fleet: stop renewing liveness and stop following
+        the store. Machines keep running, as they would behind a real partition."""
+        if self.isolated:
+            return
+        self.isolated = True
+        await self._stop_loops()
+        log.warning("host %s isolated for a drill; its liveness lease will expire", self.host.id)
+
+    async def restore(self) -> None:
+        """End a drill's isolation: join again as a returning host would."""
+        if not self.isolated:
+            return
+        self.isolated = False
+        await self._register()
+        self._start_loops()
+        await self._synced.wait()
+        self._republish()
+        log.info("host %s back from isolation (epoch %d)", self.host.id, self.host.epoch)
+
     # -- registration -------------------------------------------------------------------
 
     async def _register(self) -> None:
+        """Join under a new epoch: the host record first, then the liveness key."""
         store = self.ctx.store
-        existing = await store.get(host_key(self.host.id))
-        if existing is not None:
-            previous = HostRecord.from_json(existing.value)
-            self.ctx.host.epoch = previous.epoch
-            self.ctx.host.cordoned = previous.cordoned
-        self.ctx.host.registered_at = rfc3339(self.ctx.clock())
-        await store.put(host_key(self.host.id), self.host.to_json())
+        key = host_key(self.host.id)
+        while True:
+            existing = await store.get(key)
+            if existing is not None:
+                previous = HostRecord.from_json(existing.value)
+                self.ctx.host.epoch = previous.epoch + 1
+                self.ctx.host.cordoned = previous.cordoned
+            self.ctx.host.registered_at = rfc3339(self.ctx.clock())
+            self.ctx.host.lost_at = ""
+            unchanged = [Compare.unchanged(existing, key)]
+            if (await store.txn(unchanged, [Put(key, self.host.to_json())])).succeeded:
+                break
         self._lease = await store.grant_lease(self._alive_ttl)
         await store.put(alive_key(self.host.id), str(self.host.epoch), lease=self._lease)
 
@@ -104,13 +155,34 @@ class Agent:
             await asyncio.sleep(self._alive_ttl / 3)
             try:
                 await self.ctx.store.keepalive(self._lease)
+            except LeaseNotFound:
+                await self._rejoin()
+                return  # _rejoin started a fresh keepalive loop
             except StoreError:
-                log.warning("host liveness lease lost; registering again")
-                with contextlib.suppress(StoreError):
-                    self._lease = await self.ctx.store.grant_lease(self._alive_ttl)
-                    await self.ctx.store.put(
-                        alive_key(self.host.id), str(self.host.epoch), lease=self._lease
-                    )
+                # The store is unreachable: machines keep running; if it stays away past
+                # the TTL the lease is gone when it returns, and we join again then.
+                log.warning("host liveness not renewed: store unavailable")
+
+    async def _rejoin(self) -> None:
+        """Our lease expired, so the fleet took us for lost: join as a returning host."""
+        log.warning("host %s: liveness lease lost; joining again under a new epoch", self.host.id)
+        await self._stop_loops()
+        while True:
+            try:
+                await self._register()
+                break
+            except StoreError:
+                await asyncio.sleep(RETRY_DELAY)
+        self._start_loops()
+        await self._synced.wait()
+        self._republish()
+
+    def _republish(self) -> None:
+        """Write every machine's status again under the current epoch (writes made under
+        the old one were refused)."""
+        for supervisor in self._supervisors.values():
+            if not supervisor.done:
+                supervisor.republish()
 
     # -- forgetting destroyed machines ----------------------------------------------------
 

@@ -40,13 +40,14 @@ from roost.spec import ids
 from roost.spec.config import MachineConfig
 from roost.spec.signals import parse_signal
 from roost.spec.states import Input, InvalidTransition, transition
-from roost.store import Compare, Delete, Put, Store
+from roost.store import Compare, Delete, Put, Store, StoreError
 from roost.store.records import (
     Allocation,
     Event,
     HostRecord,
     MachineRecord,
     MachineStatus,
+    alive_key,
     app_key,
     event_key,
     events_prefix,
@@ -66,6 +67,8 @@ DEFAULT_STOP_TIMEOUT = 5.0
 EVENTS_KEPT = 50
 PULL_ATTEMPTS = 3
 RETRY_AFTER_FAILURE = 5.0
+WRITE_RETRY_FIRST = 0.1
+WRITE_RETRY_MAX = 2.0
 
 PLANS: dict[str, tuple[str, ...]] = {
     "start": ("pull", "network", "launch"),
@@ -637,16 +640,38 @@ class Supervisor:
                 self.machine_id, [(e.timestamp / 1000, "event", describe(e)) for e in events]
             )
         previous = self._last_write
+        epoch = self._status.epoch
 
         async def write() -> None:
             if previous is not None:
                 await asyncio.wait([previous])
-            await self._ctx.store.txn([], ops)
-            if events:
+            if await self._write_fenced(ops, epoch) and events:
                 await self._trim_events()
 
         self._last_write = asyncio.ensure_future(write())
         return self._last_write
+
+    def republish(self) -> None:
+        """Write the current status again (the agent joined under a new epoch)."""
+        self._publish(None, [])
+
+    async def _write_fenced(self, ops: list[Put | Delete], epoch: int) -> bool:
+        """Write while this host still holds ``epoch``; retry while the store is away.
+
+        False when fenced: the fleet declared the host lost since, and the agent will
+        republish under its next epoch.
+        """
+        fence = [Compare(alive_key(self._ctx.host.id), "value", "==", str(epoch))]
+        delay = WRITE_RETRY_FIRST
+        while True:
+            try:
+                return (await self._ctx.store.txn(fence, ops)).succeeded
+            except StoreError:
+                log.warning(
+                    "machine %s: status not written yet (store unavailable)", self.machine_id
+                )
+                await self._ctx.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
 
     async def _trim_events(self) -> None:
         kvs = (await self._ctx.store.range(events_prefix(self.app, self.machine_id))).kvs

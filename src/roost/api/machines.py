@@ -33,7 +33,8 @@ from roost.api.leases import DEFAULT_TTL, check_nonce, live_lease
 from roost.api.names import machine_name
 from roost.api.placement import Placement, parse_regions
 from roost.api.schemas import CreateMachineRequest, UpdateMachineRequest
-from roost.api.views import event_view, lease_view, machine_view, rfc3339
+from roost.api.views import event_view, host_status, lease_view, machine_view, rfc3339
+from roost.cluster import alive_hosts
 from roost.images.base import InvalidReference
 from roost.images.ref import parse_reference
 from roost.net.ipam import FIRST_INDEX, MachineAddressing
@@ -52,6 +53,7 @@ from roost.store.records import (
     MachineRecord,
     MachineStatus,
     VersionRecord,
+    alive_key,
     app_key,
     command_key,
     events_prefix,
@@ -137,7 +139,9 @@ class Machines:
                         "choose another name"
                     )
                 continue
-            candidates = await self._placement.candidates(regions, guest.cpus, guest.memory_mb)
+            candidates = await self._placement.candidates(
+                regions, guest.cpus, guest.memory_mb, app=app
+            )
             index = await self._free_ip_index()
             address = self._addressing.address(index)
             ipv4, ipv6 = str(address.v4), str(address.v6)
@@ -230,11 +234,13 @@ class Machines:
             status = MachineStatus(state="replaced", version=old.version)
             return machine_view(record, status)
         events = await self._events(app, mid, EVENTS_IN_VIEW)
+        alive = await self._store.get(alive_key(snap.record.host_id))
         return machine_view(
             snap.record,
             snap.status,
             events=events,
             lease=snap.lease if include_leases else None,
+            host_status=host_status(snap.record, alive is not None),
         )
 
     async def list(
@@ -261,6 +267,7 @@ class Machines:
                 lease = live_lease(kv, now)
                 if lease:
                     leases[kv.key.rsplit("/", 1)[1]] = lease
+        alive = await alive_hosts(self._store)
         out = []
         for kv in records.kvs:
             record = MachineRecord.from_json(kv.value)
@@ -276,7 +283,15 @@ class Machines:
                 have = record.config.get("metadata") or {}
                 if any(have.get(k) != v for k, v in metadata.items()):
                     continue
-            out.append(machine_view(record, status, lease=leases.get(record.id), summary=summary))
+            out.append(
+                machine_view(
+                    record,
+                    status,
+                    lease=leases.get(record.id),
+                    host_status=host_status(record, record.host_id in alive),
+                    summary=summary,
+                )
+            )
         return out
 
     async def events(self, app: str, mid: str, limit: int) -> list[dict[str, Any]]:

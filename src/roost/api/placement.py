@@ -1,5 +1,6 @@
 """Where a new machine goes: walk the region expression in order, keep hosts that are
-alive, not cordoned and have room, and take the best of a small random sample.
+alive, not cordoned and have room, and order them so an app's machines spread: hosts
+with the fewest machines of this app first, then the most free memory, then at random.
 
 Capacity is reserved by the caller in the same store transaction that writes the
 machine (compare-and-swap on the host's ``/hostalloc`` key), so two concurrent creates
@@ -12,10 +13,17 @@ import random
 from dataclasses import dataclass
 
 from roost.api.errors import BadRequest, InsufficientCapacity
+from roost.cluster import alive_hosts
 from roost.store import KV, Store
-from roost.store.records import Allocation, HostRecord, hostalloc_key
+from roost.store.records import (
+    HOSTS_PREFIX,
+    Allocation,
+    HostRecord,
+    MachineRecord,
+    hostalloc_key,
+    machines_prefix,
+)
 
-SAMPLE_SIZE = 3
 ANY = "any"
 
 
@@ -46,9 +54,12 @@ class Placement:
         self._store = store
         self._rng = rng or random.Random()
 
-    async def candidates(self, regions: list[str], cpus: int, memory_mb: int) -> list[Candidate]:
+    async def candidates(
+        self, regions: list[str], cpus: int, memory_mb: int, *, app: str = ""
+    ) -> list[Candidate]:
         """Hosts to try, best first. Raises InsufficientCapacity naming the regions tried."""
         hosts = await self._hosts()
+        mine = await self._app_machines(app) if app else {}
         tried: list[str] = []
         for region in regions:
             tried.append(region)
@@ -60,11 +71,11 @@ class Placement:
                 and c.host.cpus - c.allocation.cpus >= cpus
             ]
             if pool:
-                sample = self._rng.sample(pool, min(SAMPLE_SIZE, len(pool)))
-                # Spread: most free memory first, then fewest machines.
-                sample.sort(key=lambda c: (-c.free_memory_mb, c.allocation.machines))
-                rest = [c for c in pool if c not in sample]
-                return sample + rest
+                ties = {c.host.id: self._rng.random() for c in pool}
+                return sorted(
+                    pool,
+                    key=lambda c: (mine.get(c.host.id, 0), -c.free_memory_mb, ties[c.host.id]),
+                )
         known = sorted({c.host.region for c in hosts})
         raise InsufficientCapacity(
             f"insufficient resources to create a machine with {cpus} cpu(s) and "
@@ -73,8 +84,8 @@ class Placement:
         )
 
     async def _hosts(self) -> list[Candidate]:
-        hosts = await self._store.range("/hosts/")
-        alive = {kv.key.removeprefix("/alive/") for kv in (await self._store.range("/alive/")).kvs}
+        hosts = await self._store.range(HOSTS_PREFIX)
+        alive = await alive_hosts(self._store)
         out = []
         for kv in hosts.kvs:
             host = HostRecord.from_json(kv.value)
@@ -84,3 +95,12 @@ class Placement:
             allocation = Allocation.from_json(alloc_kv.value) if alloc_kv else Allocation()
             out.append(Candidate(host, allocation, alloc_kv))
         return out
+
+    async def _app_machines(self, app: str) -> dict[str, int]:
+        """Machines of ``app`` per host, destroyed ones aside."""
+        counts: dict[str, int] = {}
+        for kv in (await self._store.range(machines_prefix(app))).kvs:
+            record = MachineRecord.from_json(kv.value)
+            if record.desired != "destroyed":
+                counts[record.host_id] = counts.get(record.host_id, 0) + 1
+        return counts

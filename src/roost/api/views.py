@@ -18,6 +18,11 @@ def machine_state(record: MachineRecord, status: MachineStatus | None) -> str:
     return status.state
 
 
+def host_status(record: MachineRecord, alive: bool) -> str:
+    """``ok`` while the machine's host renews its liveness, ``unreachable`` once it stops."""
+    return "ok" if alive or not record.host_id else "unreachable"
+
+
 def machine_view(
     record: MachineRecord,
     status: MachineStatus | None,

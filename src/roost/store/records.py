@@ -155,6 +155,8 @@ class HostRecord(Record):
     cordoned: bool = False
     driver: str = ""
     registered_at: str = ""
+    lost_at: str = ""
+    """When the controller last declared the host lost; cleared when it joins again."""
 
 
 @dataclass

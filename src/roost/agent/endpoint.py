@@ -1,0 +1,292 @@
+"""The agent's internal endpoint: how an API in another process reaches into this host's
+machines.
+
+In a fleet the API runs apart from the agents, so whatever it needs from inside a
+machine (exec, processes, a console, logs, usage) it asks the agent of the machine's
+host, here; ``roost.api.remote.RemoteHosts`` is the caller. Each route is one
+``HostLink`` operation (``roost.api.machine_io``) of this host's ``LocalHost``. These
+routes run commands in machines, so only callers showing the fleet's secret
+(``roost.cluster``) are served.
+
+Routes (JSON; bytes travel base64-encoded)::
+
+    POST /internal/v1/machines/{id}/exec       {"argv", "timeout", "stdin"} → ExecResult
+    GET  /internal/v1/machines/{id}/processes  → [process, ...]
+    WS   /internal/v1/machines/{id}/console?cols=&rows=&argv=...   framing of roost.api.console
+    GET  /internal/v1/machines/{id}/logs?since=&limit=             → [LogRecord, ...]
+    WS   /internal/v1/logs/follow?machine=ID&machine=...   a LogRecord per text message
+    GET  /internal/v1/usage?app=&since=&until=                     → [machine usage, ...]
+
+Errors are ``{"error": "..."}``: 401 without the secret, 400 for bad parameters, 412 when
+the driver refuses (unknown machine, not running). A WebSocket refused before it opens
+gets the same status and body, as its handshake's HTTP response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import uvicorn
+from pydantic import Base64Bytes, BaseModel, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from roost.api.console import pump_console
+from roost.cluster import HEADER, matches
+from roost.runtime.base import DriverError
+from roost.spec.ids import is_machine_id
+
+if TYPE_CHECKING:
+    from roost.api.machine_io import HostLink, LogFeed
+
+PREFIX = "/internal/v1"
+GRACEFUL_SHUTDOWN = 5.0
+"""Seconds a stopping agent lets calls in flight finish; a long exec is cut short."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class EndpointError(Exception):
+    """The endpoint cannot start; the message says why and what to do."""
+
+
+class _Invalid(Exception):
+    """A parameter the caller got wrong: a 400."""
+
+
+class _ExecBody(BaseModel):
+    argv: list[str] = Field(min_length=1)
+    timeout: float = Field(gt=0)
+    stdin: Base64Bytes = b""
+
+
+class _ConsoleQuery(BaseModel):
+    argv: list[str] = Field(min_length=1)
+    cols: int = Field(80, ge=1, le=1000)
+    rows: int = Field(24, ge=1, le=1000)
+
+
+class _LogsQuery(BaseModel):
+    since: float | None = None
+    limit: int = Field(0, ge=0)
+
+
+class _UsageQuery(BaseModel):
+    app: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+def create_endpoint(link: HostLink, secret: str) -> ASGIApp:
+    """The endpoint's ASGI app, serving ``link`` to callers that show ``secret``."""
+    endpoint = _Endpoint(link)
+    machine = f"{PREFIX}/machines/{{id}}"
+    return Starlette(
+        routes=[
+            Route(f"{machine}/exec", endpoint.exec, methods=["POST"]),
+            Route(f"{machine}/processes", endpoint.processes),
+            WebSocketRoute(f"{machine}/console", endpoint.console),
+            Route(f"{machine}/logs", endpoint.read_logs),
+            WebSocketRoute(f"{PREFIX}/logs/follow", endpoint.follow_logs),
+            Route(f"{PREFIX}/usage", endpoint.usage),
+        ],
+        middleware=[Middleware(_RequireSecret, secret=secret)],
+        exception_handlers={_Invalid: _error_handler, DriverError: _error_handler},
+    )
+
+
+class _Endpoint:
+    def __init__(self, link: HostLink) -> None:
+        self._link = link
+
+    async def exec(self, request: Request) -> JSONResponse:
+        mid = _machine_id(request.path_params["id"])
+        try:
+            body = _ExecBody.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise _Invalid(_describe(exc)) from None
+        result = await self._link.exec(mid, body.argv, timeout=body.timeout, stdin=body.stdin)
+        return JSONResponse(
+            {
+                "exit_code": result.exit_code,
+                "signal": result.signal,
+                "timed_out": result.timed_out,
+                "stdout": base64.b64encode(result.stdout).decode(),
+                "stderr": base64.b64encode(result.stderr).decode(),
+            }
+        )
+
+    async def processes(self, request: Request) -> JSONResponse:
+        return JSONResponse(await self._link.processes(_machine_id(request.path_params["id"])))
+
+    async def console(self, websocket: WebSocket) -> None:
+        params = websocket.query_params
+        try:
+            mid = _machine_id(websocket.path_params["id"])
+            query = _parse(_ConsoleQuery, {**params, "argv": params.getlist("argv")})
+            terminal = await self._link.terminal(mid, query.argv, cols=query.cols, rows=query.rows)
+        except (_Invalid, DriverError) as exc:
+            await websocket.send_denial_response(_refusal(exc))
+            return
+        await websocket.accept()
+        try:
+            await pump_console(websocket, terminal)
+        finally:
+            terminal.close()
+
+    async def read_logs(self, request: Request) -> JSONResponse:
+        mid = _machine_id(request.path_params["id"])
+        query = _parse(_LogsQuery, request.query_params)
+        records = await self._link.read_logs(mid, since=query.since, limit=query.limit)
+        return JSONResponse([dataclasses.asdict(r) for r in records])
+
+    async def follow_logs(self, websocket: WebSocket) -> None:
+        try:
+            machines = {_machine_id(m) for m in websocket.query_params.getlist("machine")}
+            if not machines:
+                raise _Invalid("follow needs at least one machine=ID")
+        except _Invalid as exc:
+            await websocket.send_denial_response(_refusal(exc))
+            return
+        # Subscribed before the handshake completes: once the caller is connected, every
+        # record written from then on reaches it.
+        feed = self._link.subscribe_logs(machines)
+        try:
+            await websocket.accept()
+            await _stream_records(websocket, feed)
+        finally:
+            feed.close()
+
+    async def usage(self, request: Request) -> JSONResponse:
+        query = _parse(_UsageQuery, request.query_params)
+        rows = await self._link.usage(query.app, since=query.since, until=query.until)
+        return JSONResponse(rows)
+
+
+async def _stream_records(websocket: WebSocket, feed: LogFeed) -> None:
+    """Send records as they come until the caller leaves (or this agent stops)."""
+
+    async def send() -> None:
+        while True:
+            record = await feed.next()
+            await websocket.send_text(json.dumps(dataclasses.asdict(record)))
+
+    sender = asyncio.ensure_future(send())
+    try:
+        # The caller sends nothing; reading is how its leaving is noticed.
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+
+
+class _RequireSecret:
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self._app = app
+        self._secret = secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if matches(self._secret, Headers(scope=scope).get(HEADER)):
+            await self._app(scope, receive, send)
+            return
+        refusal = JSONResponse(
+            {
+                "error": f"this agent endpoint serves only its fleet: send the {HEADER} "
+                "header with the secret kept in the fleet's store"
+            },
+            status_code=401,
+        )
+        if scope["type"] == "websocket":
+            await WebSocket(scope, receive, send).send_denial_response(refusal)
+        else:
+            await refusal(scope, receive, send)
+
+
+async def _error_handler(_: Request, exc: Exception) -> JSONResponse:
+    return _refusal(exc)
+
+
+def _refusal(exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=400 if isinstance(exc, _Invalid) else 412)
+
+
+def _machine_id(value: str) -> str:
+    if not is_machine_id(value):
+        raise _Invalid(f"{value!r} is not a machine id (14 lowercase hex characters)")
+    return value
+
+
+def _parse(model: type[M], params: Any) -> M:
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as exc:
+        raise _Invalid(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"invalid {where}: {first['msg']}"
+
+
+@dataclass
+class EndpointServer:
+    """The endpoint, listening; ``address`` is where (``host:port``, the port filled in)."""
+
+    address: str
+    _server: uvicorn.Server
+    _loop: asyncio.Task[None]
+
+    async def close(self) -> None:
+        self._server.should_exit = True
+        await self._loop
+        await self._server.shutdown()
+
+
+async def serve_endpoint(app: ASGIApp, listen: str) -> EndpointServer:
+    """Serve ``app`` on ``listen`` (``host:port``, ``[v6]:port``; port 0 picks one)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, int(port)))
+    except (OSError, ValueError) as exc:
+        sock.close()
+        why = exc.strerror if isinstance(exc, OSError) else "give host:port"
+        raise EndpointError(
+            f"the agent endpoint cannot listen on {listen}: {why}; is another agent "
+            "running on this host? (pick another address)"
+        ) from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    bound, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app,
+        loop="none",
+        http="httptools",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    await server.startup(sockets=[sock])
+    address = f"[{bound}]:{bound_port}" if ":" in bound else f"{bound}:{bound_port}"
+    return EndpointServer(address, server, asyncio.create_task(server.main_loop()))

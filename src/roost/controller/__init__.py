@@ -1,0 +1,1 @@
+"""The fleet's controller: one elected leader acting on host failure."""
