@@ -140,8 +140,8 @@ class _Endpoint:
         except (_Invalid, DriverError) as exc:
             await websocket.send_denial_response(_refusal(exc))
             return
-        await websocket.accept()
         try:
+            await websocket.accept()
             await pump_console(websocket, terminal)
         finally:
             terminal.close()

@@ -1,25 +1,28 @@
 """Which machine gets the next request or connection. Pure: no I/O, no clock.
 
-Candidates are the app's machines that are started, uncordoned, healthy (service
-checks not critical), not being drained for autostop, and below their service's
-``hard_limit``. Among them, as Fly's proxy does:
+Candidates are the app's machines that are reachable (their host alive), started,
+uncordoned, healthy (service checks not critical), not being drained for autostop, and
+below their service's ``hard_limit``. Among them, as Fly's proxy does:
 
 1. machines below ``soft_limit`` before machines between soft and hard;
-2. then the nearest region (ours first, then the others);
+2. then the nearest region (ours first, then by distance; see ``regions``);
 3. then the fewest requests in flight;
 4. then at random.
 
-The reason for the choice is returned with it, for debug logs.
+Stopped machines that autostart could wake are offered nearest first too. The reason
+for the choice is returned with it, for debug logs.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from roost.proxy.catalog import Machine, Service
+from roost.proxy.regions import proximity
 
 Band = Literal["below_soft", "over_soft"]
 
@@ -30,14 +33,18 @@ class Choice:
     service: Service
     band: Band
     in_flight: int
-    local: bool
+    distance_km: float
+    """From the proxy's region to the machine's (infinite when either has no place)."""
 
     @property
     def reason(self) -> str:
+        distance = (
+            "unknown distance" if math.isinf(self.distance_km) else f"{self.distance_km:.0f} km"
+        )
         return (
             f"{self.band.replace('_', ' ')} ({self.in_flight} in flight, soft "
-            f"{self.service.soft_limit}), {'local' if self.local else 'remote'} region "
-            f"{self.machine.region}"
+            f"{self.service.soft_limit}), region {self.machine.region} ({distance}), "
+            f"{'this host' if self.machine.local else f'host {self.machine.host_id}'}"
         )
 
 
@@ -63,16 +70,16 @@ def pick(
     rng: random.Random | None = None,
 ) -> Verdict:
     rng = rng or random.Random()
-    scored: list[tuple[tuple[int, int, int, float], Choice]] = []
-    startable: list[tuple[int, Machine]] = []
+    scored: list[tuple[tuple[int, tuple[float, str], int, float], Choice]] = []
+    startable: list[tuple[tuple[float, str], str, Machine]] = []
     saturated_seen = False
     for machine in machines:
         service = service_of(machine)
-        if service is None or machine.id in exclude:
+        if service is None or machine.id in exclude or not machine.reachable:
             continue
         if machine.startable:
             if service.autostart:
-                startable.append((0 if machine.region == region else 1, machine))
+                startable.append((proximity(region, machine.region), machine.id, machine))
             continue
         if not machine.started or machine.cordoned or not machine.healthy:
             continue
@@ -83,13 +90,13 @@ def pick(
             saturated_seen = True
             continue
         band: Band = "below_soft" if in_flight < service.soft_limit else "over_soft"
-        local = machine.region == region
-        key = (0 if band == "below_soft" else 1, 0 if local else 1, in_flight, rng.random())
-        scored.append((key, Choice(machine, service, band, in_flight, local)))
-    startable.sort(key=lambda item: (item[0], item[1].id))
+        near = proximity(region, machine.region)
+        key = (0 if band == "below_soft" else 1, near, in_flight, rng.random())
+        scored.append((key, Choice(machine, service, band, in_flight, near[0])))
+    startable.sort(key=lambda item: item[:2])
     choice = min(scored, key=lambda item: item[0])[1] if scored else None
     return Verdict(
         choice=choice,
-        startable=[m for _, m in startable],
+        startable=[m for _, _, m in startable],
         saturated=saturated_seen and choice is None,
     )

@@ -1,10 +1,18 @@
-"""What the proxy knows about apps and machines: a read-only view kept from the store.
+"""What the proxy knows about apps, machines and hosts: a read-only view kept from the store.
 
-The catalog lists ``/apps/``, ``/machines/`` and ``/status/`` once, then follows their
-changes through watches (re-listing after compaction or errors). When the store is
-unreachable it keeps serving its last known view: routing must not stop because the
-control plane is down. Every change bumps ``version`` and wakes ``changed()`` waiters,
-which is how autostart learns that a machine it started is up.
+The catalog lists ``/apps/``, ``/machines/``, ``/status/``, ``/hosts/``, ``/alive/``
+and ``/proxies/`` once, then follows their changes through watches (re-listing after
+compaction or errors). When the store is unreachable it keeps serving its last known
+view: routing must not stop because the control plane is down, and a lost watch must
+not make every host look dead. Every change bumps ``version`` and wakes ``changed()``
+waiters, which is how autostart learns that a machine it started is up.
+
+In a fleet (``host_id`` set) each machine is placed: on this host (local, dialled at
+its private address), or on another host, reached through that host's proxy (its
+``/proxies/`` record). A machine is unreachable, so neither routed to nor started,
+while its host is registered but has no liveness key, or is another host with no
+proxy record. A host with no ``/hosts/`` record at all (data from before hosts
+registered) counts as this one. Without ``host_id`` every machine is local.
 """
 
 from __future__ import annotations
@@ -18,13 +26,14 @@ from pydantic import ValidationError
 
 from roost.spec.config import MachineConfig, MachineService
 from roost.store import Compacted, Store, StoreError
-from roost.store.records import MachineRecord, MachineStatus
+from roost.store.records import MachineRecord, MachineStatus, ProxyRecord
 
 log = logging.getLogger("roost.proxy")
 
 DEFAULT_SOFT_LIMIT = 20
 RETRY_DELAY = 1.0
-PREFIXES = ("/apps/", "/machines/", "/status/")
+PREFIXES = ("/apps/", "/machines/", "/status/", "/hosts/", "/alive/", "/proxies/")
+HOST_KINDS = frozenset({"hosts", "alive", "proxies"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +103,13 @@ class Machine:
     primary_region: str = ""
     http: Service | None = None
     """The service the HTTP listener serves (see ``http_service``), found once."""
+    host_id: str = ""
+    local: bool = True
+    """On this proxy's host: dialled at ``address``."""
+    reachable: bool = True
+    """False while its host is down, or is another host whose proxy is unknown."""
+    backhaul: tuple[str, int] | None = None
+    """Where to deliver to it when it is on another host: that host's proxy."""
 
     @property
     def started(self) -> bool:
@@ -118,12 +134,23 @@ class _Entry:
     primary_region: str = ""
 
 
+Placement = tuple[bool, bool, tuple[str, int] | None]
+"""(local, reachable, backhaul address) of the machines of one host."""
+HERE: Placement = (True, True, None)
+
+
 @dataclass
 class Catalog:
     store: Store
+    host_id: str = ""
+    """This proxy's host in a fleet; empty: one host, every machine local."""
     _apps: set[str] = field(default_factory=set)
     _entries: dict[str, _Entry] = field(default_factory=dict)
+    _hosts: set[str] = field(default_factory=set)
+    _alive: set[str] = field(default_factory=set)
+    _proxies: dict[str, tuple[str, int]] = field(default_factory=dict)
     _by_app: dict[str, dict[str, Machine]] = field(default_factory=dict)
+    _by_id: dict[str, Machine] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _synced: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,6 +180,10 @@ class Catalog:
 
     def machine(self, app: str, machine_id: str) -> Machine | None:
         return self._by_app.get(app, {}).get(machine_id)
+
+    def machine_by_id(self, machine_id: str) -> Machine | None:
+        """Machine ids are unique platform-wide: deliveries from other hosts name only it."""
+        return self._by_id.get(machine_id)
 
     async def changed(self, version: int) -> int:
         """Until the catalog moves past ``version``; returns the new version."""
@@ -187,17 +218,18 @@ class Catalog:
         """Load every prefix; returns the revision to watch after.
 
         The prefixes are read at different revisions, so watching from the oldest one
-        replays a few changes already seen; applying a change twice is harmless.
+        replays a few changes already seen; applying a change twice is harmless. The
+        old view is dropped only once every prefix is read, so a listing that fails
+        half-way leaves it whole.
         """
-        revisions = []
+        listings = [await self.store.range(prefix) for prefix in PREFIXES]
         self._apps, self._entries = set(), {}
-        for prefix in PREFIXES:
-            listing = await self.store.range(prefix)
-            revisions.append(listing.revision)
+        self._hosts, self._alive, self._proxies = set(), set(), {}
+        for listing in listings:
             for kv in listing.kvs:
                 self._apply(kv.key, kv.value, rebuild=False)
-        revision = min(revisions)
-        self.applied = max(revisions)
+        revision = min(listing.revision for listing in listings)
+        self.applied = max(listing.revision for listing in listings)
         self._rebuild_all()
         await self._bump()
         return revision
@@ -209,6 +241,9 @@ class Catalog:
                 self._apps.discard(parts[2])
             else:
                 self._apps.add(parts[2])
+            return
+        if parts[1] in HOST_KINDS and len(parts) == 3:
+            self._apply_host(parts[1], parts[2], value, rebuild=rebuild)
             return
         if len(parts) != 4:
             return
@@ -224,8 +259,35 @@ class Catalog:
         if rebuild:
             self._rebuild(mid, parts[2])
 
+    def _apply_host(self, kind: str, host: str, value: str | None, *, rebuild: bool) -> None:
+        before = self._placement(host)
+        if kind == "hosts":
+            _toggle(self._hosts, host, value is not None)
+        elif kind == "alive":
+            _toggle(self._alive, host, value is not None)
+        else:
+            address = _proxy_address(host, value) if value is not None else None
+            if address is None:
+                self._proxies.pop(host, None)
+            else:
+                self._proxies[host] = address
+        # Liveness keys come and go with leases; most changes move nothing.
+        if rebuild and self._placement(host) != before:
+            for mid, entry in self._entries.items():
+                if entry.record is not None and entry.record.host_id == host:
+                    self._rebuild(mid, entry.record.app)
+
+    def _placement(self, host: str) -> Placement:
+        if not self.host_id:
+            return HERE
+        registered = host in self._hosts
+        if not host or host == self.host_id or not registered:
+            return True, not registered or host in self._alive, None
+        backhaul = self._proxies.get(host)
+        return False, backhaul is not None and host in self._alive, backhaul
+
     def _rebuild_all(self) -> None:
-        self._by_app = {}
+        self._by_app, self._by_id = {}, {}
         for mid, entry in self._entries.items():
             if entry.record is not None:
                 self._rebuild(mid, entry.record.app)
@@ -233,11 +295,15 @@ class Catalog:
     def _rebuild(self, mid: str, app: str) -> None:
         entry = self._entries.get(mid)
         machines = self._by_app.setdefault(app, {})
-        machine = _machine(entry) if entry else None
+        machine = None
+        if entry is not None and entry.record is not None:
+            machine = _machine(entry, self._placement(entry.record.host_id))
         if machine is None:
             machines.pop(mid, None)
+            self._by_id.pop(mid, None)
         else:
             machines[mid] = machine
+            self._by_id[mid] = machine
 
     async def _bump(self) -> None:
         async with self._changed:
@@ -263,7 +329,24 @@ def _http_service(services: tuple[Service, ...]) -> Service | None:
     return (on_80 or http or [None])[0]
 
 
-def _machine(entry: _Entry) -> Machine | None:
+def _toggle(names: set[str], name: str, present: bool) -> None:
+    if present:
+        names.add(name)
+    else:
+        names.discard(name)
+
+
+def _proxy_address(host: str, value: str) -> tuple[str, int] | None:
+    try:
+        address = ProxyRecord.from_json(value).address
+        name, _, port = address.rpartition(":")
+        return name.strip("[]"), int(port)
+    except (ValueError, TypeError) as exc:
+        log.warning("catalog: ignoring the unreadable proxy record of host %s: %s", host, exc)
+        return None
+
+
+def _machine(entry: _Entry, placement: Placement) -> Machine | None:
     record, status = entry.record, entry.status
     if record is None or record.desired == "destroyed":
         return None
@@ -287,4 +370,8 @@ def _machine(entry: _Entry) -> Machine | None:
         services=entry.services,
         healthy=healthy,
         primary_region=entry.primary_region,
+        host_id=record.host_id,
+        local=placement[0],
+        reachable=placement[1],
+        backhaul=placement[2],
     )

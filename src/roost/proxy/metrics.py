@@ -1,7 +1,9 @@
 """Proxy metrics in the Prometheus text format, kept in plain dicts (no client library).
 
 Counters and gauges are labelled by app and machine; wake-up latency is a histogram
-per app.
+per app. Backhaul counters say what went through other hosts' proxies: sent out by
+this one (as the edge), taken in (as the machine's host), and failed deliveries; those
+this host refused are counted by reason.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class ProxyMetrics:
     wakeups: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     autostops: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     rejected: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    backhaul_out: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
+    backhaul_in: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
+    backhaul_failures: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
+    backhaul_refused: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     wake_latency: defaultdict[str, Histogram] = field(
         default_factory=lambda: defaultdict(Histogram)
     )
@@ -53,6 +59,24 @@ class ProxyMetrics:
             ("in_flight", "gauge", "Requests and connections in flight.", self.in_flight),
             ("wakeups_total", "counter", "Machines started by the proxy.", self.wakeups),
             ("autostops_total", "counter", "Machines stopped by autostop.", self.autostops),
+            (
+                "backhaul_out_total",
+                "counter",
+                "Requests and connections sent to another host's proxy.",
+                self.backhaul_out,
+            ),
+            (
+                "backhaul_in_total",
+                "counter",
+                "Requests and connections delivered here by another host's proxy.",
+                self.backhaul_in,
+            ),
+            (
+                "backhaul_failures_total",
+                "counter",
+                "Deliveries through another host's proxy that failed or were refused.",
+                self.backhaul_failures,
+            ),
         )
         for short, kind, help_text, values in per_machine:
             name = f"roost_proxy_{short}"
@@ -62,6 +86,15 @@ class ProxyMetrics:
         name = "roost_proxy_rejected_total"
         lines += [f"# HELP {name} Requests answered 503 with no machine.", f"# TYPE {name} counter"]
         lines += [f'{name}{{app="{app}"}} {value}' for app, value in sorted(self.rejected.items())]
+        name = "roost_proxy_backhaul_refused_total"
+        lines += [
+            f"# HELP {name} Deliveries from other hosts' proxies refused here.",
+            f"# TYPE {name} counter",
+        ]
+        lines += [
+            f'{name}{{reason="{reason}"}} {value}'
+            for reason, value in sorted(self.backhaul_refused.items())
+        ]
         name = "roost_proxy_wake_seconds"
         lines += [f"# HELP {name} Start request to port accepting.", f"# TYPE {name} histogram"]
         for app, hist in sorted(self.wake_latency.items()):

@@ -12,7 +12,12 @@
   burst against a sleeping app cannot hold unbounded memory.
 
 Load is the number of requests (HTTP) or connections (TCP) in flight per machine,
-counted here; it never goes to the store.
+counted here; it never goes to the store. A machine on another host is counted both by
+the proxy that chose it and by its own host's proxy, which delivers every request to
+it (:meth:`Router.hold`) and so is the one that knows its whole load.
+
+A wake-up waits for the machine's ports to accept: probed directly when it is on this
+host, through its host's proxy (``remote_probe``) otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from roost.proxy.balancer import Choice, pick
+from roost.proxy.balancer import Band, Choice, pick
 from roost.proxy.catalog import Catalog, Machine, Service
 from roost.proxy.control import ControlError, ControlPlane
 from roost.proxy.metrics import ProxyMetrics
@@ -39,6 +44,7 @@ PROBE_INTERVAL = 0.01
 COMING = frozenset({"starting", "restarting", "replacing"})
 
 Probe = Callable[[str, int], Awaitable[bool]]
+RemoteProbe = Callable[[Machine, int], Awaitable[bool]]
 
 
 class NoCapacity(Exception):
@@ -87,6 +93,8 @@ class Router:
     max_waiting: int = MAX_WAITING
     """Requests one app may have waiting for a machine; more are refused at once."""
     probe: Probe = tcp_probe
+    remote_probe: RemoteProbe | None = None
+    """How ports of machines on other hosts are probed (set in a fleet)."""
     rng: random.Random = field(default_factory=random.Random)
     load: dict[str, int] = field(default_factory=dict)
     draining: set[str] = field(default_factory=set)
@@ -123,7 +131,8 @@ class Router:
             if choice is not None:
                 return self._take(choice)
             coming = app in self._wakes or any(
-                m.state in COMING and m.id not in exclude and service_of(m) for m in machines
+                m.state in COMING and m.reachable and m.id not in exclude and service_of(m)
+                for m in machines
             )
             now = time.monotonic()
             if verdict.saturated and not coming and now >= queue_deadline:
@@ -148,6 +157,12 @@ class Router:
                 await self._wait_for_change(deadline if coming else min(deadline, queue_deadline))
             finally:
                 self._waiting[app] -= 1
+
+    def hold(self, machine: Machine, service: Service) -> Lease:
+        """Count a request another host's proxy chose ``machine`` for (it checked limits)."""
+        in_flight = self.load.get(machine.id, 0)
+        band: Band = "below_soft" if in_flight < service.soft_limit else "over_soft"
+        return self._take(Choice(machine, service, band, in_flight, 0.0))
 
     def _take(self, choice: Choice) -> Lease:
         mid = choice.machine.id
@@ -226,7 +241,7 @@ class Router:
                 ports = {s.internal_port for s in current.services}
                 for port in sorted(ports):
                     # A port starting to accept has no event to wait on.
-                    while not await self.probe(current.address, port):  # noqa: ASYNC110
+                    while not await self._ready(current, port):  # noqa: ASYNC110
                         await asyncio.sleep(PROBE_INTERVAL)
         except (ControlError, TimeoutError) as exc:
             log.warning("autostart of machine %s failed: %s", machine.id, exc or "timed out")
@@ -234,6 +249,13 @@ class Router:
             return
         self._wake_errors.pop(app, None)
         self.metrics.wake_latency[app].observe(time.monotonic() - began)
+
+    async def _ready(self, machine: Machine, port: int) -> bool:
+        if machine.local:
+            return await self.probe(machine.address, port)
+        if self.remote_probe is None:
+            raise ControlError(f"machine {machine.id} is on host {machine.host_id}: no backhaul")
+        return await self.remote_probe(machine, port)
 
     def _why_none(
         self, app: str, machines: list[Machine], service_of: Callable[[Machine], Service | None]
@@ -245,6 +267,12 @@ class Router:
             return f"app {app} has no machine with a service for this port"
         if app in self._wake_errors:
             return f"could not start a machine of app {app}: {self._wake_errors[app]}"
+        if not any(m.reachable for m in serving):
+            hosts = ", ".join(sorted({m.host_id for m in serving}))
+            return (
+                f"no machine of app {app} is reachable: their hosts ({hosts}) are down "
+                "or their proxies are not registered"
+            )
         return (
             f"no machine of app {app} can take requests: none is started, healthy and "
             "uncordoned, and none can be started (autostart off or none stopped)"

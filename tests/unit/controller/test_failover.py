@@ -150,7 +150,8 @@ async def test_lost_host_machines_are_unreachable_and_their_standbys_start(
         await fleet.agents["h3"].restore()
         await fleet.wait(watched["id"], "stopped")
         assert watched["id"] not in fleet.drivers["h3"].running
-        assert standby["id"] in fleet.drivers["h2"].running
+        standby_host = (await fleet.record(standby["id"])).host_id
+        assert standby["id"] in fleet.drivers[standby_host].running
         assert bystander["id"] in fleet.drivers["h3"].running
         back = await fleet.machines.get("web", bystander["id"])
         assert back["host_status"] == "ok"
