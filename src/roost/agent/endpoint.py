@@ -28,11 +28,8 @@ import asyncio
 import base64
 import dataclasses
 import json
-import socket
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import uvicorn
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -45,6 +42,7 @@ from starlette.websockets import WebSocket
 
 from roost.api.console import pump_console
 from roost.cluster import HEADER, matches
+from roost.roles.serving import AsgiServer, serve_asgi
 from roost.runtime.base import DriverError
 from roost.spec.ids import is_machine_id
 
@@ -52,14 +50,11 @@ if TYPE_CHECKING:
     from roost.api.machine_io import HostLink, LogFeed
 
 PREFIX = "/internal/v1"
+ENDPOINT_PORT = 4281
 GRACEFUL_SHUTDOWN = 5.0
 """Seconds a stopping agent lets calls in flight finish; a long exec is cut short."""
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class EndpointError(Exception):
-    """The endpoint cannot start; the message says why and what to do."""
 
 
 class _Invalid(Exception):
@@ -242,51 +237,12 @@ def _describe(exc: ValidationError) -> str:
     return f"invalid {where}: {first['msg']}"
 
 
-@dataclass
-class EndpointServer:
-    """The endpoint, listening; ``address`` is where (``host:port``, the port filled in)."""
-
-    address: str
-    _server: uvicorn.Server
-    _loop: asyncio.Task[None]
-
-    async def close(self) -> None:
-        self._server.should_exit = True
-        await self._loop
-        await self._server.shutdown()
-
-
-async def serve_endpoint(app: ASGIApp, listen: str) -> EndpointServer:
+async def serve_endpoint(app: ASGIApp, listen: str) -> AsgiServer:
     """Serve ``app`` on ``listen`` (``host:port``, ``[v6]:port``; port 0 picks one)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, int(port)))
-    except (OSError, ValueError) as exc:
-        sock.close()
-        why = exc.strerror if isinstance(exc, OSError) else "give host:port"
-        raise EndpointError(
-            f"the agent endpoint cannot listen on {listen}: {why}; is another agent "
-            "running on this host? (pick another address)"
-        ) from None
-    sock.listen(1024)
-    sock.setblocking(False)
-    bound, bound_port = sock.getsockname()[:2]
-    config = uvicorn.Config(
+    return await serve_asgi(
         app,
-        loop="none",
-        http="httptools",
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        listen,
+        what="agent endpoint",
+        default_port=ENDPOINT_PORT,
+        graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
-    config.load()
-    server = uvicorn.Server(config)
-    server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
-    address = f"[{bound}]:{bound_port}" if ":" in bound else f"{bound}:{bound_port}"
-    return EndpointServer(address, server, asyncio.create_task(server.main_loop()))

@@ -1,12 +1,13 @@
 """What reaches into a running machine, on the host it runs on: logs, exec, processes.
 
 The API finds the machine in the store, then calls its host through a ``HostLink``.
-``roost server`` links to its own agent in process; a fleet will link to each host's
-agent over HTTP.
+``roost server`` links to its own agent in process (``roost.agent.link``); ``roost api``
+links to each host's agent endpoint over HTTP (``roost.api.remote``).
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from roost.api.console import Terminal
 from roost.api.errors import BadRequest, PreconditionFailed
 from roost.api.machines import Machines
 from roost.runtime.base import DriverError, ExecResult
+
+log = logging.getLogger("roost.api")
 
 EXEC_TIMEOUT = 30
 DEFAULT_SHELL = "/bin/sh"
@@ -111,7 +114,10 @@ class MachineIO:
         self, app: str, mid: str, *, sort_by: str | None, order: str | None
     ) -> list[dict[str, Any]]:
         await self._running(app, mid)
-        stats = await self._host.processes(mid)
+        try:
+            stats = await self._host.processes(mid)
+        except DriverError as exc:
+            raise PreconditionFailed(f"failed_precondition: {exc}") from None
         if sort_by:
             if sort_by not in ("pid", "cpu", "rss", "rtime", "stime", "command"):
                 raise BadRequest(f"invalid_argument: cannot sort by {sort_by!r}")
@@ -137,7 +143,13 @@ class MachineIO:
     ) -> list[LogRecord]:
         records: list[LogRecord] = []
         for mid in regions:
-            records += await self._host.read_logs(mid, since=since, limit=limit)
+            try:
+                records += await self._host.read_logs(mid, since=since, limit=limit)
+            except DriverError as exc:
+                if len(regions) == 1:
+                    raise PreconditionFailed(f"failed_precondition: {exc}") from None
+                # One host down must not hide the logs of the app's other machines.
+                log.warning("logs of machine %s left out: %s", mid, exc)
         records.sort(key=lambda r: r.timestamp)
         return records[-limit:] if limit else records
 

@@ -119,7 +119,7 @@ def server(
         raise click.UsageError("--registry-listen and --no-registry exclude each other")
     # Imported here: the server stack takes about a second to import, and no other
     # command needs it.
-    from roost.server import ServerConfig, ServerError, run
+    from roost.server import ServerConfig, run
 
     settings: dict[str, Any] = {
         "data_dir": data_dir or session.data_dir,
@@ -157,7 +157,4 @@ def server(
         raise click.UsageError("--tls-cert and --tls-key go together")
     if no_demo_images:
         config.seed_demo_images = False
-    try:
-        run(config)
-    except ServerError as exc:
-        raise click.ClickException(str(exc)) from None
+    run(config)
