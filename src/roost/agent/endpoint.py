@@ -96,6 +96,8 @@ def create_endpoint(link: HostLink, secret: str) -> ASGIApp:
             Route(f"{machine}/logs", endpoint.read_logs),
             WebSocketRoute(f"{PREFIX}/logs/follow", endpoint.follow_logs),
             Route(f"{PREFIX}/usage", endpoint.usage),
+            Route(f"{PREFIX}/hosts/{{host}}/isolate", endpoint.isolate, methods=["POST"]),
+            Route(f"{PREFIX}/hosts/{{host}}/restore", endpoint.restore, methods=["POST"]),
         ],
         middleware=[Middleware(_RequireSecret, secret=secret)],
         exception_handlers={_Invalid: _error_handler, DriverError: _error_handler},
@@ -122,6 +124,14 @@ class _Endpoint:
                 "stderr": base64.b64encode(result.stderr).decode(),
             }
         )
+
+    async def isolate(self, request: Request) -> JSONResponse:
+        await self._link.isolate(request.path_params["host"])
+        return JSONResponse({"ok": True})
+
+    async def restore(self, request: Request) -> JSONResponse:
+        await self._link.restore(request.path_params["host"])
+        return JSONResponse({"ok": True})
 
     async def processes(self, request: Request) -> JSONResponse:
         return JSONResponse(await self._link.processes(_machine_id(request.path_params["id"])))

@@ -11,7 +11,7 @@ from roost.agent.procs import process_stats
 from roost.agent.usage import UsageLedger
 from roost.images.base import ImageRef
 from roost.images.store import ImageStore
-from roost.runtime.base import ExecResult
+from roost.runtime.base import DriverError, ExecResult
 from roost.runtime.console import PtyTerminal
 from roost.store.records import MachineStatus, status_prefix
 
@@ -49,6 +49,18 @@ class LocalHost:
 
     def subscribe_logs(self, machine_ids: set[str]) -> Subscription:
         return self._logs.subscribe(machine_ids.__contains__)
+
+    async def isolate(self, host_id: str) -> None:
+        self._check_host(host_id)
+        await self._agent.isolate()
+
+    async def restore(self, host_id: str) -> None:
+        self._check_host(host_id)
+        await self._agent.restore()
+
+    def _check_host(self, host_id: str) -> None:
+        if host_id != self._agent.host.id:
+            raise DriverError(f"host {host_id} is not this host ({self._agent.host.id})")
 
     async def usage(
         self, app: str | None, *, since: float | None, until: float | None

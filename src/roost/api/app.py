@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from roost import __version__
 from roost.api.dashboard import router as dashboard_router
 from roost.api.errors import APIError
+from roost.api.host_routes import router as hosts_router
 from roost.api.io_routes import router as io_router
 from roost.api.routes import router
 from roost.api.services import Services
@@ -40,6 +41,7 @@ def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) 
     app.state.services = services
     app.include_router(router)
     app.include_router(io_router)
+    app.include_router(hosts_router)
     app.include_router(dashboard_router)
 
     @app.get("/metrics", include_in_schema=False)

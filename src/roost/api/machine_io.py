@@ -55,6 +55,12 @@ class HostLink(Protocol):
         self, app: str | None, *, since: float | None, until: float | None
     ) -> list[dict[str, Any]]: ...
 
+    async def isolate(self, host_id: str) -> None:
+        """Cut the host off from the fleet, as a drill (its machines keep running)."""
+
+    async def restore(self, host_id: str) -> None:
+        """End a drill's isolation: the host joins again."""
+
 
 class MachineIO:
     def __init__(self, machines: Machines, host: HostLink) -> None:

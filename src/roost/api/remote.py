@@ -118,6 +118,15 @@ class RemoteHosts:
         self._feeds.add(feed)
         return feed
 
+    async def isolate(self, host_id: str) -> None:
+        host = await self._fleet.host(host_id)
+        await self._fleet.call(host, "POST", f"/hosts/{host_id}/isolate")
+
+    async def restore(self, host_id: str) -> None:
+        # An isolated host is not alive in the store, yet its endpoint still answers.
+        host = await self._fleet.host(host_id, alive=False)
+        await self._fleet.call(host, "POST", f"/hosts/{host_id}/restore")
+
     async def usage(
         self, app: str | None, *, since: float | None, until: float | None
     ) -> list[dict[str, Any]]:
@@ -186,10 +195,13 @@ class _Fleet:
         kv = await self.store.get(machine_key(app.value, machine_id)) if app else None
         return MachineRecord.from_json(kv.value) if kv else None
 
-    async def host(self, host_id: str, machine_id: str | None = None) -> _Host:
+    async def host(
+        self, host_id: str, machine_id: str | None = None, *, alive: bool = True
+    ) -> _Host:
+        """The host's endpoint; unless ``alive`` is False, only while it renews liveness."""
         kv = await self.store.get(host_key(host_id))
         host = _Host(host_id, HostRecord.from_json(kv.value).address if kv else "", machine_id)
-        if kv is None or await self.store.get(alive_key(host_id)) is None:
+        if kv is None or (alive and await self.store.get(alive_key(host_id)) is None):
             raise DriverError(
                 f"{host} is unreachable; its agent is not running (it has not reported in): "
                 "start it, or wait for the machine to be moved"

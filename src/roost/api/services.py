@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from roost.api.apps import Apps
 from roost.api.auth import Authenticator
+from roost.api.hosts import Hosts
 from roost.api.machine_io import MachineIO
 from roost.api.machines import Machines
 from roost.metrics import Registry
@@ -20,3 +21,4 @@ class Services:
     """Calls into running machines; None where no host can be reached (unit tests)."""
     metrics: Registry = field(default_factory=Registry)
     """Served at /metrics; the server adds its agent's metrics to it."""
+    hosts: Hosts | None = None

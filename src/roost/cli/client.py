@@ -212,6 +212,18 @@ class Client:
     def list_events(self, app: str, machine_id: str, *, limit: int = 20) -> list[JSONObject]:
         return self._call("GET", _machine(app, machine_id, "events"), params={"limit": limit})
 
+    # -- hosts --------------------------------------------------------------------------
+
+    def list_hosts(self) -> list[JSONObject]:
+        return self._call("GET", "/v1/hosts")
+
+    def get_host(self, host_id: str) -> JSONObject:
+        return self._call("GET", f"/v1/hosts/{quote(host_id, safe='')}")
+
+    def host_action(self, host_id: str, action: str) -> JSONObject:
+        """``cordon``, ``uncordon``, ``isolate`` or ``restore``."""
+        return self._call("POST", f"/v1/hosts/{quote(host_id, safe='')}/{action}")
+
     # -- leases -------------------------------------------------------------------------
 
     def acquire_lease(self, app: str, machine_id: str, *, ttl: int = LEASE_TTL) -> JSONObject:

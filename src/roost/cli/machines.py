@@ -232,22 +232,40 @@ def run(
 @machine.command("clone")
 @app_command
 @click.argument("machine_id")
-@click.option("-r", "--region", help="Region of the clone [default: the source's].")
+@click.option(
+    "-r", "--region", help="Region of the clone, or regions to try in order [default: source's]."
+)
 @click.option("-n", "--name", help="Name of the clone (generated if omitted).")
+@click.option(
+    "--standby-for",
+    metavar="ID[,ID]",
+    help="Make the clone a stopped standby that starts if these machines' host fails "
+    "('source' means MACHINE_ID).",
+)
+@click.option("--image", help="Run another image than the source (e.g. a recovery one).")
 @wait_option
 def clone(
     target: Target,
     machine_id: str,
     region: str | None,
     name: str | None,
+    standby_for: str | None,
+    image: str | None,
     detach: bool,
     wait_timeout: int,
 ) -> None:
     """Create a copy of MACHINE_ID running exactly the same image."""
     source = target.client.get_machine(target.app, machine_id)
     config = copy.deepcopy(source.get("config") or {})
-    config["image"] = pinned_image(source)
+    config["image"] = image or pinned_image(source)
+    config.pop("standbys", None)
+    (config.get("env") or {}).pop("FLY_STANDBY_FOR", None)
     request: JSONObject = {"config": config, "region": region or source.get("region")}
+    watched = _standby_targets(standby_for, machine_id)
+    if watched:
+        config["standbys"] = watched
+        config["env"] = {**(config.get("env") or {}), "FLY_STANDBY_FOR": ",".join(watched)}
+        request["skip_launch"] = True
     if name:
         request["name"] = name
     created = target.client.create_machine(target.app, request)
@@ -255,8 +273,20 @@ def clone(
         f"Machine {machine_id} cloned into {created['id']} ({created.get('name', '')}), "
         f"region {created.get('region', '')}"
     )
-    if not detach:
+    if watched:
+        click.echo(
+            f"Machine {created['id']} is a standby for {', '.join(watched)}: it stays "
+            "stopped and starts if their host fails"
+        )
+    elif not detach:
         _await_launch(target, created, wait_timeout)
+
+
+def _standby_targets(standby_for: str | None, source: str) -> list[str]:
+    if not standby_for:
+        return []
+    ids = [source if part.strip() == "source" else part.strip() for part in standby_for.split(",")]
+    return [i for i in ids if i]
 
 
 def _await_launch(target: Target, created: JSONObject, timeout: int) -> None:

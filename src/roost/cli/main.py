@@ -19,8 +19,19 @@ from roost.cli.session import DEFAULT_API_URL, Session
 # name: (module, attribute, the line `roost --help` shows). Subcommands are imported
 # only when used, so `roost --help` costs little more than importing click.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "agent": (
+        "roost.cli.fleet",
+        "agent",
+        "Run this host's agent in a fleet: its machines, and the endpoint to reach them.",
+    ),
+    "api": (
+        "roost.cli.fleet",
+        "api",
+        "Run the API of a fleet, and stand for election as its controller.",
+    ),
     "apps": ("roost.cli.apps", "apps", "Manage apps (named groups of machines)."),
     "console": ("roost.cli.console", "console", "Open a shell in a running machine."),
+    "hosts": ("roost.cli.hosts", "hosts", "Show and cordon the fleet's hosts."),
     "logs": ("roost.cli.logs", "logs", "Show the logs of an app's machines, following them."),
     "machine": ("roost.cli.machines", "machine", "Manage machines."),
     "proxy": ("roost.cli.proxy", "proxy", "Run the edge proxy on its own."),

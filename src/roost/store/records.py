@@ -253,6 +253,7 @@ def proxy_key(host: str) -> str:
 PROXIES_PREFIX = "/proxies/"
 ALIVE_PREFIX = "/alive/"
 HOSTS_PREFIX = "/hosts/"
+HOSTALLOC_PREFIX = "/hostalloc/"
 CLUSTER_SECRET_KEY = "/cluster/secret"
 CONTROLLER_KEY = "/controller"
 

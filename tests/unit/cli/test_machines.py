@@ -397,6 +397,25 @@ def test_clone_pins_the_image(roost: RunCLI, api: FakeAPI) -> None:
     assert f"Machine {clone_id} is started" in result.stdout
 
 
+def test_clone_as_a_standby_stays_stopped(roost: RunCLI, api: FakeAPI) -> None:
+    clone_id = "1111aaaa2222bb"
+    api.on("GET", MACHINE_PATH, (200, machine(region="ams")))
+    api.on("POST", MACHINES, (200, machine(id=clone_id, region="fra")))
+    result = roost(
+        "machine", "clone", MID, "-a", APP, "--region", "fra", "--standby-for", "source",
+        "--image", "registry.example/recovery:1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (create,) = api.to("POST", MACHINES)
+    assert create.body["skip_launch"] is True
+    assert create.body["region"] == "fra"
+    assert create.body["config"]["standbys"] == [MID]
+    assert create.body["config"]["env"]["FLY_STANDBY_FOR"] == MID
+    assert create.body["config"]["image"] == "registry.example/recovery:1"
+    assert api.to("GET", f"{MACHINES}/{clone_id}/wait") == []
+    assert f"is a standby for {MID}" in result.stdout
+
+
 @pytest.mark.parametrize(("given", "sent"), [("usr1", "SIGUSR1"), ("SIGHUP", "SIGHUP"), ("9", 9)])
 def test_signal(roost: RunCLI, api: FakeAPI, given: str, sent: object) -> None:
     api.on("POST", f"{MACHINE_PATH}/signal", (200, {"ok": True}))

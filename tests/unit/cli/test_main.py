@@ -170,14 +170,16 @@ def test_server_defaults_and_global_data_dir(
     assert config.seed_demo_images is True
 
 
-def test_server_errors_are_reported(roost: RunCLI, monkeypatch: pytest.MonkeyPatch) -> None:
-    from roost import server
+def test_process_errors_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    from roost.roles import serving
 
-    error = server.ServerError("the API cannot listen on 127.0.0.1:4280: in use")
-    monkeypatch.setattr(server, "run", FakeRun(error))
-    result = roost("server", token=None)
-    assert result.exit_code == 1
-    assert result.stderr == "Error: the API cannot listen on 127.0.0.1:4280: in use\n"
+    async def fails() -> None:
+        raise serving.RoleError("the API cannot listen on 127.0.0.1:4280: in use")
+
+    with pytest.raises(SystemExit) as exited:
+        serving.run(fails, ())
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "Error: the API cannot listen on 127.0.0.1:4280: in use\n"
 
 
 def test_server_registry_flags_exclude_each_other(roost: RunCLI) -> None:
