@@ -12,7 +12,12 @@ import shutil
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.registry", "tests.fixtures.rootfs", "tests.fixtures.platform"]
+pytest_plugins = [
+    "tests.fixtures.registry",
+    "tests.fixtures.rootfs",
+    "tests.fixtures.platform",
+    "tests.fixtures.fleet",
+]
 
 HAVE_ROOT_TOOLS = os.geteuid() == 0 and all(
     shutil.which(tool) for tool in ("runc", "skopeo", "umoci", "docker-registry", "ip")

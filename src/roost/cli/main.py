@@ -31,11 +31,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "apps": ("roost.cli.apps", "apps", "Manage apps (named groups of machines)."),
     "console": ("roost.cli.console", "console", "Open a shell in a running machine."),
+    "drill": ("roost.cli.drill", "drill", "Rehearse failures: cut hosts off, measure, restore."),
     "hosts": ("roost.cli.hosts", "hosts", "Show and cordon the fleet's hosts."),
     "logs": ("roost.cli.logs", "logs", "Show the logs of an app's machines, following them."),
     "machine": ("roost.cli.machines", "machine", "Manage machines."),
     "proxy": ("roost.cli.proxy", "proxy", "Run the edge proxy on its own."),
     "usage": ("roost.cli.usage", "usage", "Show what machines cost: running, stopped, stored."),
+    "scale": ("roost.cli.scale", "scale", "Change how many machines an app runs."),
     "server": ("roost.cli.serve", "server", "Run the roost server (API, agent, proxy, registry)."),
 }
 

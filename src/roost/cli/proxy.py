@@ -1,4 +1,5 @@
-"""``roost proxy``: run the edge proxy on its own, beside a ``roost server``."""
+"""``roost proxy``: run the edge proxy on its own — beside a ``roost server`` (following
+its store file), or as one host's proxy in a fleet (``--store etcd://...``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,26 @@ from roost.cli.session import Session, default_data_dir, resolve_token
     metavar="SECONDS",
     help="How often to look for idle machines to stop.",
 )
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    help="Fleet mode: the fleet's store (etcd://HOST:PORT[,...]); needs --host-id.",
+)
+@click.option("--host-id", help="Fleet mode: the host this proxy serves (its agent's --host-id).")
+@click.option(
+    "--backhaul-listen",
+    metavar="HOST:PORT",
+    help="Fleet mode: where other hosts' proxies deliver to this host [default: LISTEN's "
+    "host, port 8081].",
+)
+@click.option(
+    "--backhaul-advertise",
+    metavar="HOST:PORT",
+    help="Fleet mode: the backhaul address other proxies dial [default: --backhaul-listen].",
+)
+@click.option("--v4-subnet", default="172.30.0.0/17", show_default=True, metavar="CIDR")
+@click.option("--v6-subnet", default="fdaa:0:1::/64", show_default=True, metavar="CIDR")
 @click.pass_obj
 def proxy(
     session: Session,
@@ -51,30 +72,50 @@ def proxy(
     domain: str,
     region: str,
     autostop_interval: float,
+    store_url: str | None,
+    host_id: str | None,
+    backhaul_listen: str | None,
+    backhaul_advertise: str | None,
+    v4_subnet: str,
+    v6_subnet: str,
 ) -> None:
     """Run the edge proxy on its own.
 
-    It follows the store of the server whose data dir is --data-dir and asks that
-    server's API (--api-url) to start and stop machines.
+    Beside a server: it follows the store of the server whose data dir is --data-dir
+    and asks that server's API (--api-url) to start and stop machines. In a fleet
+    (--store, --host-id): it serves one host, reaching other hosts' machines through
+    their proxies.
     """
-    from roost.proxy.server import ProxyConfig
-    from roost.proxy.standalone import run
+    from roost.proxy.server import ProxyConfig, ProxyError
+    from roost.roles import serving
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if bool(store_url) != bool(host_id):
+        raise click.UsageError("--store and --host-id go together (fleet mode)")
     data_dir = session.data_dir or default_data_dir()
-    run(
-        data_dir,
-        session.api_url,
-        resolve_token(session.token, session.data_dir, os.environ),
-        ProxyConfig(
-            listen=listen,
-            domain=domain,
-            region=region,
-            autostop_interval=autostop_interval,
-            tls_listen=tls_listen,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            tls_dir=data_dir / "tls",
-        ),
+    config = ProxyConfig(
+        listen=listen,
+        domain=domain,
+        region=region,
+        autostop_interval=autostop_interval,
+        tls_listen=tls_listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_dir=data_dir / "tls",
     )
+    if store_url and host_id:
+        from roost.net.ipam import MachineAddressing
+        from roost.roles.proxy import serve_proxy
+        from roost.store import StoreError
+
+        config.host_id = host_id
+        config.backhaul_listen = backhaul_listen or f"{listen.rpartition(':')[0]}:8081"
+        config.backhaul_advertise = backhaul_advertise
+        addressing = MachineAddressing(v4_subnet, v6_subnet)
+        serving.run(lambda: serve_proxy(store_url, config, addressing), (ProxyError, StoreError))
+        return
+    from roost.proxy.standalone import serve
+
+    token = resolve_token(session.token, session.data_dir, os.environ)
+    serving.run(lambda: serve(data_dir, session.api_url, token, config), (ProxyError,))
