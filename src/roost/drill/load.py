@@ -1,6 +1,6 @@
 """A small open-loop load generator: requests at a fixed rate against an app through a
 proxy, each one recorded with when it was sent, how it ended and which machine served it
-(the proxy's ``roost-machine-id`` response header).
+(the proxy's ``fly-machine-id`` response header).
 
 Open loop on purpose: a closed loop slows down when the system does, and would hide the
 very failures a drill is looking for.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-MACHINE_HEADER = "roost-machine-id"
+MACHINE_HEADER = "fly-machine-id"
 REQUEST_TIMEOUT = 2.0
 MAX_IN_FLIGHT = 256
 
@@ -44,6 +44,7 @@ class LoadGenerator:
     timeout: float = REQUEST_TIMEOUT
     clock: Callable[[], float] = time.monotonic
     samples: list[Sample] = field(default_factory=list)
+    _sampled: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set, then wait for the requests still in flight."""
@@ -74,6 +75,17 @@ class LoadGenerator:
         except httpx.HTTPError as exc:
             sample = Sample(sent, self.clock(), 0, "", type(exc).__name__)
         self.samples.append(sample)
+        async with self._sampled:
+            self._sampled.notify_all()
+
+    async def until(self, predicate: Callable[[Sample], bool]) -> Sample:
+        """The first sample (recorded so far or from now on) that satisfies ``predicate``."""
+        async with self._sampled:
+            while True:
+                found = next((s for s in self.samples if predicate(s)), None)
+                if found is not None:
+                    return found
+                await self._sampled.wait()
 
     def between(self, start: float, end: float) -> list[Sample]:
         return [s for s in self.samples if start <= s.sent <= end]
