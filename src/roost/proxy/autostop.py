@@ -11,6 +11,11 @@ autostop on:
 At most one machine per region per pass. The one picked is the least loaded; it gets no
 new requests from that moment (draining), and is stopped once its requests finish (or
 after ``drain_timeout``).
+
+In a fleet each host's proxy stops only machines of its own host: every request to
+them passes through it (other proxies deliver through it), so only its load counts
+are whole. ``min_machines_running`` still counts the app's reachable machines on every
+host.
 """
 
 from __future__ import annotations
@@ -58,13 +63,17 @@ class Autostopper:
 
     def choose(self, app: str) -> list[Machine]:
         """The machines this pass would stop for ``app`` (at most one per region)."""
-        machines = [m for m in self.catalog.machines(app) if m.started and _autostop(m) != "off"]
+        machines = [
+            m for m in self.catalog.machines(app) if m.started and m.local and _autostop(m) != "off"
+        ]
         if not machines:
             return []
         primary = next((m.primary_region for m in machines if m.primary_region), self.region)
         minimum = max((s.min_machines_running for m in machines for s in m.services), default=0)
         primary_running = sum(
-            1 for m in self.catalog.machines(app) if m.started and m.region == primary
+            1
+            for m in self.catalog.machines(app)
+            if m.started and m.reachable and m.region == primary
         )
         by_region: defaultdict[str, list[Machine]] = defaultdict(list)
         for machine in machines:

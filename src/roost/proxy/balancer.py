@@ -70,9 +70,10 @@ def pick(
     rng: random.Random | None = None,
 ) -> Verdict:
     rng = rng or random.Random()
-    scored: list[tuple[tuple[int, tuple[float, str], int, float], Choice]] = []
-    startable: list[tuple[tuple[float, str], str, Machine]] = []
+    scored: list[tuple[tuple[int, tuple[int, float, str], int, float], Choice]] = []
+    startable: list[tuple[tuple[int, float, str], str, Machine]] = []
     saturated_seen = False
+    here = proximity(region, region)
     for machine in machines:
         service = service_of(machine)
         if service is None or machine.id in exclude or not machine.reachable:
@@ -90,9 +91,9 @@ def pick(
             saturated_seen = True
             continue
         band: Band = "below_soft" if in_flight < service.soft_limit else "over_soft"
-        near = proximity(region, machine.region)
+        near = here if machine.region == region else proximity(region, machine.region)
         key = (0 if band == "below_soft" else 1, near, in_flight, rng.random())
-        scored.append((key, Choice(machine, service, band, in_flight, near[0])))
+        scored.append((key, Choice(machine, service, band, in_flight, near[1])))
     startable.sort(key=lambda item: item[:2])
     choice = min(scored, key=lambda item: item[0])[1] if scored else None
     return Verdict(

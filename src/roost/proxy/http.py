@@ -3,8 +3,18 @@
 Plain asyncio protocols with httptools' parser, no web framework: this is the data
 path. Per client connection, requests are served one at a time in arrival order
 (HTTP/1.1 pipelining); a request's body is forwarded as it arrives and also kept (up
-to ``REPLAY_LIMIT``) so a ``fly-replay`` answer can send it elsewhere. Upgrades
-(websockets) become a raw byte tunnel once the machine answers 101.
+to ``REPLAY_LIMIT``) so a ``fly-replay`` answer can send it elsewhere, or so it can go
+to another machine when it could not be delivered (nothing reached the machine: it
+refused the connection, or its host's proxy refused the delivery), up to
+``DELIVERY_ATTEMPTS`` machines. Upgrades (websockets) become a raw byte tunnel once
+the machine answers 101.
+
+One listener class, two roles. The edge (``worker=False``) takes clients' requests,
+finds the app by ``Host`` and picks a machine; one on another host gets the request
+through that host's proxy (see ``backhaul``), the same bytes plus delivery headers.
+The worker (``worker=True``, the backhaul listener) takes those deliveries for
+machines of its own host and forwards them untouched but for the delivery headers:
+the edge stamps ``fly-*`` headers and handles ``fly-replay``.
 """
 
 from __future__ import annotations
@@ -19,11 +29,20 @@ from dataclasses import dataclass, field
 
 import httptools
 
+from roost.proxy.backhaul import (
+    DELIVER_HEADER,
+    ERROR_HEADER,
+    PROBE_PATH,
+    SECRET_HEADER,
+    Backhaul,
+    admit,
+    parse_target,
+)
 from roost.proxy.catalog import Catalog, Machine, Service
 from roost.proxy.metrics import ProxyMetrics
 from roost.proxy.replay import Replay, parse_replay
-from roost.proxy.router import Lease, NoCapacity, Router
-from roost.proxy.upstream import Pool, ResponseHead, Upstream, UpstreamError
+from roost.proxy.router import DELIVERY_ATTEMPTS, Lease, NoCapacity, Router
+from roost.proxy.upstream import ConnectFailed, Pool, ResponseHead, Upstream, UpstreamError
 
 log = logging.getLogger("roost.proxy")
 
@@ -136,6 +155,11 @@ class HttpProxy:
     """Whether this listener terminates TLS (``X-Forwarded-Proto: https``)."""
     https_port: int | None = None
     """Where ``force_https`` redirects plain requests; None: no HTTPS listener."""
+    backhaul: Backhaul | None = None
+    """Set in a fleet: how to reach machines on other hosts (and, for a worker, the
+    secret deliveries must show)."""
+    worker: bool = False
+    """This listener takes deliveries from other hosts' proxies (see the module doc)."""
 
     def protocol(self) -> ClientConnection:
         return ClientConnection(self)
@@ -272,6 +296,8 @@ class ClientConnection(asyncio.Protocol):
     async def _serve(self, request: Request) -> bool:
         """Serve one request; False when the connection must close afterwards."""
         proxy = self.proxy
+        if proxy.worker:
+            return await self._deliver(request)
         request_id = _request_id()
         app = proxy.app_for_host(request.header(b"host"))
         if app is None:
@@ -282,36 +308,63 @@ class ClientConnection(asyncio.Protocol):
             return await self._redirect_to_https(request)
         target = Target()
         replay_src = b""
-        for hop in range(REPLAY_HOPS + 1):
-            if hop and not request.body.rewind():
-                return await self._simple(request, 502, "fly-replay: body too large to replay\n")
+        hops = 0
+        failed: frozenset[str] = frozenset()
+        undelivered: Undelivered | None = None
+        while True:
             service_of = _http_service(target)
             try:
-                lease = await proxy.router.acquire(app, service_of, exclude=target.exclude)
+                exclude = target.exclude | failed if failed else target.exclude
+                lease = await proxy.router.acquire(app, service_of, exclude=exclude)
             except NoCapacity as exc:
+                if undelivered is not None:
+                    # No other machine to try: the failure says more than "none left".
+                    return await self._simple(request, undelivered.status, undelivered.text)
                 return await self._simple(request, 503, f"{exc}\n", retry_after=True)
             try:
                 outcome = await self._forward(request, lease, request_id, replay_src)
             finally:
                 lease.release()
             if isinstance(outcome, Replay):
+                hops += 1
+                if hops > REPLAY_HOPS:
+                    return await self._simple(request, 508, "fly-replay hop limit reached\n")
+                if not request.body.rewind():
+                    return await self._simple(
+                        request, 502, "fly-replay: body too large to replay\n"
+                    )
                 replay_src = _replay_source(outcome, lease.machine)
                 target = Target.from_replay(outcome, lease.machine)
                 continue
+            if isinstance(outcome, Undelivered):
+                undelivered = outcome
+                failed |= {lease.machine.id}
+                if len(failed) >= DELIVERY_ATTEMPTS or not request.body.rewind():
+                    return await self._simple(request, outcome.status, outcome.text)
+                continue
             return outcome
-        return await self._simple(request, 508, "fly-replay hop limit reached\n")
 
     async def _forward(
         self, request: Request, lease: Lease, request_id: str, replay_src: bytes
-    ) -> bool | Replay:
+    ) -> bool | Replay | Undelivered:
         machine = lease.machine
-        head = self._request_head(request, machine, request_id, replay_src)
+        head = self._request_head(request, lease, request_id, replay_src)
+        if not machine.local:
+            self.proxy.metrics.backhaul_out[(machine.app, machine.id)] += 1
         try:
             upstream, response = await self._exchange(request, machine, lease.service, head)
+        except ConnectFailed as exc:
+            return self._undelivered(machine, 502, str(exc))
         except UpstreamError as exc:
             self.proxy.metrics.errors[(machine.app, machine.id)] += 1
             log.warning("proxy: machine %s failed: %s", machine.id, exc)
             return await self._simple(request, 502, f"machine {machine.id}: {exc}\n")
+        if not machine.local and response.status == 503:
+            refused = response.header(ERROR_HEADER)
+            if refused is not None:
+                self._discard(upstream)
+                why = f"host {machine.host_id} cannot deliver: {refused.decode('latin-1')}"
+                return self._undelivered(machine, 503, why)
         replay = response.header(b"fly-replay")
         if replay is not None and request.body.done and request.body.replayable:
             upstream.close()
@@ -320,21 +373,98 @@ class ClientConnection(asyncio.Protocol):
             return self._tunnel_to(upstream, request, response, machine, request_id)
         return await self._respond(request, upstream, response, machine, request_id)
 
+    def _undelivered(self, machine: Machine, status: int, why: str) -> Undelivered:
+        metrics = self.proxy.metrics
+        metrics.errors[(machine.app, machine.id)] += 1
+        if not machine.local:
+            metrics.backhaul_failures[(machine.app, machine.id)] += 1
+        log.warning("proxy: nothing delivered to machine %s: %s", machine.id, why)
+        return Undelivered(status, f"machine {machine.id}: {why}\n")
+
+    def _discard(self, upstream: Upstream) -> None:
+        """Done with a short answer: keep the connection if the answer is all in."""
+        if upstream.complete and not upstream.closed:
+            self.proxy.pool.put(upstream)
+        else:
+            upstream.close()
+
+    # -- the worker role: deliveries from other hosts' proxies ------------------------------
+
+    async def _deliver(self, request: Request) -> bool:
+        proxy = self.proxy
+        assert proxy.backhaul is not None
+        if not proxy.backhaul.admits(request.header(SECRET_HEADER)):
+            proxy.metrics.backhaul_refused["secret"] += 1
+            return await self._simple(request, 401, "wrong or missing cluster secret\n")
+        if request.method == b"GET" and request.url.startswith(PROBE_PATH):
+            return await self._probe(request)
+        target = parse_target(request.header(DELIVER_HEADER))
+        if target is None:
+            return await self._simple(request, 400, "missing or invalid roost-deliver header\n")
+        mid, port = target
+        held = admit(proxy.router, proxy.catalog.machine_by_id(mid), port)
+        if isinstance(held, str):
+            proxy.metrics.backhaul_refused[held] += 1
+            return await self._refuse(request, held, f"machine {mid}: {held}\n")
+        machine = held.machine
+        proxy.metrics.backhaul_in[(machine.app, machine.id)] += 1
+        try:
+            return await self._forward_here(request, held)
+        finally:
+            held.release()
+
+    async def _forward_here(self, request: Request, lease: Lease) -> bool:
+        machine = lease.machine
+        try:
+            upstream, response = await self._exchange(
+                request, machine, lease.service, _worker_head(request)
+            )
+        except ConnectFailed as exc:
+            self.proxy.metrics.errors[(machine.app, machine.id)] += 1
+            log.warning("proxy: machine %s unreachable: %s", machine.id, exc)
+            return await self._refuse(request, "unreachable", f"machine {machine.id}: {exc}\n")
+        except UpstreamError as exc:
+            self.proxy.metrics.errors[(machine.app, machine.id)] += 1
+            log.warning("proxy: machine %s failed: %s", machine.id, exc)
+            return await self._simple(request, 502, f"machine {machine.id}: {exc}\n")
+        if request.upgrade and response.status == 101:
+            return self._tunnel_to(upstream, request, response, machine, "")
+        return await self._respond(request, upstream, response, machine, "")
+
+    async def _probe(self, request: Request) -> bool:
+        mid, _, port = request.url[len(PROBE_PATH) :].decode("latin-1").partition("/")
+        machine = self.proxy.catalog.machine_by_id(mid)
+        # Ready only once this host sees it started too, or deliveries would be refused.
+        if machine is None or not machine.local or not machine.started or not port.isdigit():
+            return await self._simple(request, 503, f"machine {mid} is not started here\n")
+        if await self.proxy.router.probe(machine.address, int(port)):
+            return await self._simple(request, 200, "accepting\n")
+        return await self._simple(request, 503, "not accepting connections\n")
+
+    async def _refuse(self, request: Request, reason: str, text: str) -> bool:
+        return await self._simple(
+            request, 503, text, headers=b"%s: %s\r\n" % (ERROR_HEADER, reason.encode())
+        )
+
     async def _exchange(
         self, request: Request, machine: Machine, service: Service, head: bytes
     ) -> tuple[Upstream, ResponseHead]:
         """Send the request and read the response head, on a pooled connection if any."""
         pool = self.proxy.pool
+        if machine.local:
+            address, port, patient = machine.address, service.internal_port, True
+        else:
+            # A host's proxy is up or not: no waiting for it as for a booting machine.
+            assert machine.backhaul is not None
+            (address, port), patient = machine.backhaul, False
         for attempt in (0, 1):
             upstream: Upstream | None = None
             reused = False
             try:
                 if request.upgrade:
-                    upstream = await pool.connect(
-                        machine.address, service.internal_port, patient=True
-                    )
+                    upstream = await pool.connect(address, port, patient=patient)
                 else:
-                    upstream, reused = await pool.get(machine.address, service.internal_port)
+                    upstream, reused = await pool.get(address, port, patient=patient)
                 await self._send_request(upstream, request, head)
                 return upstream, await upstream.head()
             except UpstreamError:
@@ -366,7 +496,9 @@ class ClientConnection(asyncio.Protocol):
         request_id: str,
     ) -> bool:
         assert self.transport is not None
-        framing = frame_response(request, response, machine, request_id)
+        framing = frame_response(
+            request, response, machine, request_id, stamp=not self.proxy.worker
+        )
         bodiless, chunked_out, client_keeps = (
             framing.bodiless,
             framing.chunked_out,
@@ -421,11 +553,13 @@ class ClientConnection(asyncio.Protocol):
         request_id: str,
     ) -> bool:
         assert self.transport is not None and upstream.transport is not None
-        headers = [(k, v) for k, v in response.headers if k.lower() != b"fly-replay"]
-        headers += [
-            (b"fly-request-id", request_id.encode()),
-            (b"fly-machine-id", machine.id.encode()),
-        ]
+        headers = response.headers
+        if not self.proxy.worker:
+            headers = [(k, v) for k, v in headers if k.lower() != b"fly-replay"]
+            headers += [
+                (b"fly-request-id", request_id.encode()),
+                (b"fly-machine-id", machine.id.encode()),
+            ]
         self.transport.write(
             b"HTTP/1.1 101 %s\r\n" % (response.reason or b"Switching Protocols")
             + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
@@ -480,12 +614,13 @@ class ClientConnection(asyncio.Protocol):
         *,
         content_type: bytes = b"text/plain; charset=utf-8",
         retry_after: bool = False,
+        headers: bytes = b"",
     ) -> bool:
         while await request.body.next() is not None:
             self._resume_reading()
         body = text.encode()
         reason = _REASONS.get(status, b"Error")
-        extra = b"retry-after: 1\r\n" if retry_after else b""
+        extra = (b"retry-after: 1\r\n" if retry_after else b"") + headers
         keep = request.keep_alive and not request.upgrade
         if self.transport is not None and not self._closed:
             self.transport.write(
@@ -504,16 +639,18 @@ class ClientConnection(asyncio.Protocol):
         return keep
 
     def _request_head(
-        self, request: Request, machine: Machine, request_id: str, replay_src: bytes
+        self, request: Request, lease: Lease, request_id: str, replay_src: bytes
     ) -> bytes:
         proxy = self.proxy
-        headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
         forwarded_for = request.header(b"x-forwarded-for")
         client = self.peer.encode()
+        # Clients cannot speak for the proxy: its own headers are set here only.
         headers = [
             (k, v)
-            for k, v in headers
-            if k.lower() not in (b"x-forwarded-for", b"fly-replay-src", b"fly-request-id")
+            for k, v in request.headers
+            if (name := k.lower()) not in HOP_BY_HOP
+            and name not in (b"x-forwarded-for", b"fly-replay-src", b"fly-request-id")
+            and not name.startswith(b"roost-")
         ]
         port = str(proxy.port).encode()
         headers += [
@@ -529,15 +666,11 @@ class ClientConnection(asyncio.Protocol):
         ]
         if replay_src:
             headers.append((b"fly-replay-src", replay_src))
-        if request.chunked:
-            headers.append((b"transfer-encoding", b"chunked"))
-        if request.upgrade:
-            headers.append((b"connection", b"upgrade"))
-            headers.append((b"upgrade", request.header(b"upgrade") or b""))
-        else:
-            headers.append((b"connection", b"keep-alive"))
-        line = request.method + b" " + request.url + b" HTTP/1.1\r\n"
-        return line + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
+        machine = lease.machine
+        if not machine.local:
+            assert proxy.backhaul is not None
+            headers += proxy.backhaul.deliver_headers(machine, lease.service.internal_port)
+        return _head(request, headers)
 
     # -- flow control and teardown ---------------------------------------------------------
 
@@ -568,9 +701,41 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def _worker_head(request: Request) -> bytes:
+    """A delivered request as its machine gets it: the edge set every header but ours."""
+    headers = [
+        (k, v)
+        for k, v in request.headers
+        if (name := k.lower()) not in HOP_BY_HOP and not name.startswith(b"roost-")
+    ]
+    return _head(request, headers)
+
+
+def _head(request: Request, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request line and ``headers``, with the framing and upgrade headers added."""
+    if request.chunked:
+        headers.append((b"transfer-encoding", b"chunked"))
+    if request.upgrade:
+        headers.append((b"connection", b"upgrade"))
+        headers.append((b"upgrade", request.header(b"upgrade") or b""))
+    else:
+        headers.append((b"connection", b"keep-alive"))
+    line = request.method + b" " + request.url + b" HTTP/1.1\r\n"
+    return line + b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """Nothing reached the machine: the request may go to another one."""
+
+    status: int
+    text: str
+
+
 _REASONS = {
     200: b"OK",
     400: b"Bad Request",
+    401: b"Unauthorized",
     404: b"Not Found",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
@@ -593,8 +758,15 @@ class Framing:
 
 
 def frame_response(
-    request: Request, response: ResponseHead, machine: Machine, request_id: str
+    request: Request,
+    response: ResponseHead,
+    machine: Machine,
+    request_id: str,
+    *,
+    stamp: bool = True,
 ) -> Framing:
+    """``stamp``: add the proxy's ``fly-*`` headers and drop ``fly-replay`` (the edge's
+    job; a worker passes the machine's response on as it is)."""
     bodiless = (
         request.method == b"HEAD" or response.status in (204, 304) or (100 <= response.status < 200)
     )
@@ -608,12 +780,13 @@ def frame_response(
     lines = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason or b"OK")]
     for name, value in response.headers:
         lowered = name.lower()
-        if lowered not in HOP_BY_HOP and lowered != b"fly-replay":
+        if lowered not in HOP_BY_HOP and (lowered != b"fly-replay" or not stamp):
             lines.append(name + b": " + value + b"\r\n")
-    lines.append(
-        b"fly-request-id: %s\r\nfly-machine-id: %s\r\nfly-region: %s\r\nvia: 1.1 roost\r\n"
-        % (request_id.encode(), machine.id.encode(), machine.region.encode())
-    )
+    if stamp:
+        lines.append(
+            b"fly-request-id: %s\r\nfly-machine-id: %s\r\nfly-region: %s\r\nvia: 1.1 roost\r\n"
+            % (request_id.encode(), machine.id.encode(), machine.region.encode())
+        )
     if chunked_out:
         lines.append(b"transfer-encoding: chunked\r\n")
     lines.append(

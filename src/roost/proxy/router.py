@@ -40,6 +40,8 @@ WAKE_TIMEOUT = 30.0
 QUEUE_TIMEOUT = 5.0
 MAX_WAITING = 1000
 PROBE_INTERVAL = 0.01
+DELIVERY_ATTEMPTS = 3
+"""Machines one request or connection may try when nothing could be delivered."""
 # States a machine passes through on its way to started: wait for it, don't wake another.
 COMING = frozenset({"starting", "restarting", "replacing"})
 

@@ -1,4 +1,5 @@
-"""Connections from the proxy to machines: HTTP/1.1 with keep-alive pooling.
+"""Connections from the proxy to machines (or to their hosts' proxies, see ``backhaul``):
+HTTP/1.1 with keep-alive pooling.
 
 One ``Upstream`` carries one request at a time. Its response head is awaited; its body
 is pushed to a sink (the client's transport) as it arrives, so bodies stream with
@@ -209,7 +210,7 @@ class Pool:
         default_factory=lambda: defaultdict(list)
     )
 
-    async def get(self, address: str, port: int) -> tuple[Upstream, bool]:
+    async def get(self, address: str, port: int, *, patient: bool = True) -> tuple[Upstream, bool]:
         """A connection, and whether it was reused (a reused one may turn out stale)."""
         key = (address, port)
         idle = self.idle[key]
@@ -220,7 +221,7 @@ class Pool:
                 upstream.begin()
                 return upstream, True
             upstream.close()
-        return await self.connect(address, port, patient=True), False
+        return await self.connect(address, port, patient=patient), False
 
     async def connect(self, address: str, port: int, *, patient: bool = False) -> Upstream:
         _, upstream = await connect(lambda: Upstream((address, port)), address, port, patient)
@@ -258,12 +259,10 @@ async def connect(
             )
         except ConnectionRefusedError as exc:
             if loop.time() + delay > deadline:
-                raise ConnectFailed(
-                    f"cannot connect to the machine at {address}:{port}: {exc}"
-                ) from exc
+                raise ConnectFailed(f"cannot connect to {address}:{port}: {exc}") from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, CONNECT_RETRY_MAX)
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(
-                f"cannot connect to the machine at {address}:{port}: {exc or 'timed out'}"
+                f"cannot connect to {address}:{port}: {exc or 'timed out'}"
             ) from exc
