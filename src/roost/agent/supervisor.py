@@ -186,16 +186,15 @@ class Supervisor:
             self._watch_exit()
             self._started_at = inspection.started_at or self._ctx.clock()
             self._start_checks()
-        elif self._status.state in ("started", "starting") and self._status_is_current():
+        elif self._status.state in ("started", "starting"):
             # It was running when the previous agent died and ended since (or the host
-            # rebooted): treat that like any exit, so the restart policy applies.
+            # rebooted): treat that like any exit. If no newer order waits, the restart
+            # policy applies; if one does (say, stopped while the host was lost), the
+            # exit is recorded before the order is carried out.
             exit_status = inspection.exit or ExitStatus(exit_code=255, exited_at=self._ctx.clock())
             loop = asyncio.get_running_loop()
             self._exit = loop.create_future()  # type: ignore[assignment]
             self._exit.set_result(exit_status)  # type: ignore[union-attr]
-
-    def _status_is_current(self) -> bool:
-        return self._record is not None and self._status.generation >= self._record.generation
 
     # -- planning -------------------------------------------------------------------------
 

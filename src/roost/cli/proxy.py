@@ -111,6 +111,12 @@ def proxy(
 
         config.host_id = host_id
         config.backhaul_listen = backhaul_listen or f"{listen.rpartition(':')[0]}:8081"
+        wildcard = config.backhaul_listen.rpartition(":")[0] in ("0.0.0.0", "[::]", "::", "")
+        if wildcard and not backhaul_advertise:
+            raise click.UsageError(
+                "give --backhaul-advertise HOST:PORT: the address other hosts reach this "
+                "proxy at (the backhaul listens on a wildcard address)"
+            )
         config.backhaul_advertise = backhaul_advertise
         addressing = MachineAddressing(v4_subnet, v6_subnet)
         serving.run(lambda: serve_proxy(store_url, config, addressing), (ProxyError, StoreError))

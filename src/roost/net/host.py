@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from roost.net.ipam import MachineAddressing
 from roost.net.iproute import NetworkError, ip_batch
+from roost.net.machine import link_exists
 
 
 @dataclass(slots=True)
@@ -35,7 +35,7 @@ class HostNetwork:
                 raise ValueError(f"unreachable range {cover} does not cover {net}")
 
     def bridge_exists(self) -> bool:
-        return Path("/sys/class/net", self.bridge).exists()
+        return link_exists(self.bridge)
 
     async def setup(self) -> None:
         """Routes, bridge, gateway addresses, link up. Idempotent."""

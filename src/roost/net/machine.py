@@ -10,6 +10,7 @@ does that asynchronously, a few ms later; ``create`` copes with a stale one).
 from __future__ import annotations
 
 import hashlib
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,13 @@ def host_veth_name(netns_name: str) -> str:
 
 
 def link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
+    """In this process's network namespace. Not /sys/class/net: that shows the netns
+    /sys was mounted in, which is not ours when an agent runs under ``nsenter --net``."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(slots=True)

@@ -81,7 +81,8 @@ def test_an_apps_machines_spread_and_capacity_errors_name_the_regions(
     assert Counter(host_of(fleet, m["id"]) for m in machines) == {"h1": 2, "h2": 2}
     for m in machines:
         wait(c, app, m["id"], "started")
-    too_big = {**worker(fleet), "guest": {"cpus": 1, "memory_mb": 4096}}
+    # Each host schedules 4096 MB: no host anywhere fits this.
+    too_big = {**worker(fleet), "guest": {"cpu_kind": "performance", "cpus": 4, "memory_mb": 8192}}
     r = c.post(f"/v1/apps/{app}/machines", json={"config": too_big, "region": "fra,ams"})
     assert r.status_code == 412, r.text
     assert r.json()["status"] == "insufficient_capacity"

@@ -222,3 +222,24 @@ async def test_one_leader_at_a_time(fleet: Fleet) -> None:
         task_a.cancel()
         task_b.cancel()
         await asyncio.gather(task_a, task_b, return_exceptions=True)
+
+
+async def test_a_rebooted_host_records_its_replaced_machine_stopped(fleet: Fleet) -> None:
+    watched = await fleet.create("fra")
+    await fleet.wait(watched["id"], "started")
+    standby = await fleet.create("ams", standbys=[watched["id"]])
+    controller = asyncio.create_task(Failover(fleet.store).run())
+    try:
+        await fleet.cut_off("h3")
+        await fleet.wait(standby["id"], "started")
+    finally:
+        controller.cancel()
+        await asyncio.gather(controller, return_exceptions=True)
+    # The host reboots: its agent and every process on it are gone.
+    old = fleet.agents["h3"]
+    await old.stop()
+    fleet.drivers["h3"].running.clear()
+    fleet.agents["h3"] = Agent(old.ctx, alive_ttl=30)
+    await fleet.agents["h3"].start()
+    await fleet.wait(watched["id"], "stopped")
+    assert fleet.drivers["h3"].starts.count(watched["id"]) == 1
