@@ -106,7 +106,7 @@ def proxy(
     )
     if store_url and host_id:
         from roost.net.ipam import MachineAddressing
-        from roost.roles.proxy import serve_proxy
+        from roost.roles.proxy import serve_in_fleet
         from roost.store import StoreError
 
         config.host_id = host_id
@@ -119,9 +119,11 @@ def proxy(
             )
         config.backhaul_advertise = backhaul_advertise
         addressing = MachineAddressing(v4_subnet, v6_subnet)
-        serving.run(lambda: serve_proxy(store_url, config, addressing), (ProxyError, StoreError))
+        serving.run(lambda: serve_in_fleet(store_url, config, addressing), (ProxyError, StoreError))
         return
-    from roost.proxy.standalone import serve
+    from roost.roles.proxy import serve_beside_server
 
     token = resolve_token(session.token, session.data_dir, os.environ)
-    serving.run(lambda: serve(data_dir, session.api_url, token, config), (ProxyError,))
+    serving.run(
+        lambda: serve_beside_server(data_dir, session.api_url, token, config), (ProxyError,)
+    )

@@ -112,11 +112,13 @@ def test_a_clone_in_another_region_is_served_through_its_hosts_proxy(
     assert r.headers["fly-machine-id"] == clone["id"]
 
 
-def test_a_host_killed_under_load_fails_over_and_returns_without_duplicates(
-    fleet: Fleet, c: httpx.Client
-) -> None:
-    app = new_app(c, "failover")
-    # h2 cordoned: the app's ams machines both land on h1, the host about to die.
+def failover_app(
+    fleet: Fleet, c: httpx.Client, prefix: str
+) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str]:
+    """An app with a web machine and a job on h1 (ams), a web machine on h3 (fra), and a
+    standby for the job on h3."""
+    app = new_app(c, prefix)
+    # h2 cordoned: the app's ams machines both land on h1.
     assert fleet.cli("hosts", "cordon", "h2").returncode == 0
     try:
         near = run(c, app, web(fleet), region="ams")
@@ -133,6 +135,13 @@ def test_a_host_killed_under_load_fails_over_and_returns_without_duplicates(
         m["id"] for m in c.get(f"/v1/apps/{app}/machines").json() if m["config"].get("standbys")
     )
     assert get(c, app, standby_id)["state"] == "created"
+    return app, near, job, far, standby_id
+
+
+def test_a_host_killed_under_load_fails_over_and_returns_without_duplicates(
+    fleet: Fleet, c: httpx.Client
+) -> None:
+    app, near, job, far, standby_id = failover_app(fleet, c, "failover")
 
     # Traffic enters at h2 (ams): h1's machine is nearer than h3's, so it takes it.
     load = LoadGenerator(fleet.hosts["h2"].proxy_url, f"{app}.localhost", rps=40)
@@ -209,3 +218,25 @@ def test_proxies_keep_serving_while_etcd_is_down(fleet: Fleet, c: httpx.Client) 
         "every host to be up again after etcd returned",
     )
     assert proxy_get(fleet, "h2", app).status_code == 200
+
+
+def test_host_down_drill_reports_and_restores(fleet: Fleet, c: httpx.Client) -> None:
+    app, near, job, far, _ = failover_app(fleet, c, "drill")
+    result = fleet.cli(
+        "drill", "host-down", "h1", "-a", app, "--url", fleet.hosts["h2"].proxy_url,
+        "--hold", "8", "--rps", "20", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["hosts"] == ["h1"]
+    assert 0 < report["detected_after"] < 8
+    assert report["traffic_elsewhere_after"] is not None
+    (standby_after,) = report["standbys"].values()
+    assert standby_after is not None and standby_after < 8
+    assert report["requests"] > 0 and report["ran_twice"] == []
+    # The machines on h1 kept running behind the cut (a partition, not a crash) and
+    # the one its standby replaced was stopped when h1 came back.
+    assert fleet.host_view("h1")["state"] == "up"  # type: ignore[index]
+    assert get(c, app, near["id"])["state"] == "started"
+    assert get(c, app, job["id"])["state"] == "stopped"
+    assert get(c, app, far["id"])["state"] == "started"
