@@ -250,7 +250,8 @@ class Agent:
                             self._supervisors[mid].update(None)
             except Compacted:
                 continue
-            except StoreError:
+            except Exception:
+                # Whatever broke the watch, the agent must not stop following its machines.
                 log.exception("watching machines failed; listing again")
                 await asyncio.sleep(RETRY_DELAY)
 
@@ -315,7 +316,7 @@ class Agent:
                         await self._command(event.kv.key, event.kv.value)
             except Compacted:
                 continue
-            except StoreError:
+            except Exception:
                 log.exception("watching commands failed; listing again")
                 await asyncio.sleep(RETRY_DELAY)
 

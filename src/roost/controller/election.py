@@ -49,6 +49,10 @@ class Election:
             except StoreError:
                 log.warning("election: store unavailable; trying again")
                 await asyncio.sleep(RETRY_DELAY)
+            except Exception:
+                # The leader's work failed: step down (done) and stand again.
+                log.exception("%s: leading failed", self._holder)
+                await asyncio.sleep(RETRY_DELAY)
 
     async def _lead(self, lease: int, lead: Callable[[], Awaitable[None]]) -> None:
         log.info("%s now leads (%s)", self._holder, self._key)

@@ -81,6 +81,9 @@ class Failover:
             except StoreError:
                 log.warning("controller: store unavailable; looking again shortly")
                 await asyncio.sleep(RETRY_DELAY)
+            except Exception:
+                log.exception("controller: acting on hosts failed; looking again shortly")
+                await asyncio.sleep(RETRY_DELAY)
 
     async def host_lost(self, host_id: str) -> list[Takeover]:
         alive = await alive_hosts(self._store)

@@ -53,6 +53,15 @@ def proxy_get(fleet: Fleet, host: str, app: str) -> httpx.Response:
     return httpx.get(fleet.hosts[host].proxy_url, headers={"Host": f"{app}.localhost"}, timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def logs_on_failure(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[None]:
+    """A failed test shows what the fleet's processes logged."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(fleet.logs())
+
+
 @pytest.fixture
 def c(fleet: Fleet) -> Iterator[httpx.Client]:
     with fleet.client() as client:
@@ -240,3 +249,19 @@ def test_host_down_drill_reports_and_restores(fleet: Fleet, c: httpx.Client) -> 
     assert get(c, app, near["id"])["state"] == "started"
     assert get(c, app, job["id"])["state"] == "stopped"
     assert get(c, app, far["id"])["state"] == "started"
+
+
+def test_region_down_drill_cuts_every_host_of_the_region(fleet: Fleet, c: httpx.Client) -> None:
+    app = new_app(c, "regiondown")
+    run(c, app, web(fleet), region="fra")
+    run(c, app, web(fleet), region="ams")
+    result = fleet.cli(
+        "drill", "region-down", "fra", "-a", app, "--url", fleet.hosts["h1"].proxy_url,
+        "--hold", "7", "--rps", "10", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    report = json.loads(result.stdout)
+    assert report["hosts"] == ["h3"] and report["detected_after"] is not None
+    assert report["failed"] == 0, report
+    unknown = fleet.cli("drill", "region-down", "syd", "-a", app, "--rps", "0")
+    assert unknown.returncode == 1 and "no host is in region syd" in unknown.stderr
