@@ -28,6 +28,12 @@ bytes of a connection tell them apart (:class:`Sniffer`). Reasons are ``unknown-
 ``hard-limit``, ``unreachable`` (the machine did not accept the connection) and, for
 TCP (HTTP says 401), ``secret``.
 
+A host cut off from the network shows first as connects to its proxy that hang: those
+time out after ``BACKHAUL_CONNECT_TIMEOUT``, the request or connection tries another
+machine, and the host is suspect for a while (see ``suspects``), so the next ones go
+elsewhere from the start instead of each waiting out a timeout until the host's
+liveness lease runs out. Any answer from the host's proxy clears the suspicion.
+
 The secret travels in clear: the backhaul belongs on a private network (WireGuard, a
 trusted LAN), as Fly's does.
 """
@@ -43,8 +49,10 @@ from dataclasses import dataclass, field
 
 from roost import cluster
 from roost.proxy.catalog import Machine
+from roost.proxy.metrics import ProxyMetrics
 from roost.proxy.router import Lease, Router
-from roost.proxy.upstream import Pool, UpstreamError
+from roost.proxy.suspects import Suspects
+from roost.proxy.upstream import ConnectFailed, Pool, UpstreamError
 from roost.store import LeaseNotFound, Store, StoreError
 from roost.store.records import ProxyRecord, proxy_key
 
@@ -55,6 +63,10 @@ KEEPALIVE_INTERVAL = 1.5
 PROBE_TIMEOUT = 2.0
 DELIVERY_TIMEOUT = 10.0
 """How long a TCP delivery may take to be answered (the machine is dialled patiently)."""
+BACKHAUL_CONNECT_TIMEOUT = 1.0
+"""Hosts share a LAN, where a handshake takes a millisecond: a connect to a host's proxy
+still pending after a second means the host is cut off, and the request had better try
+another machine now. (Connects to a machine of this host keep ``CONNECT_TIMEOUT``.)"""
 
 DELIVER_HEADER = b"roost-deliver"
 ERROR_HEADER = b"roost-backhaul-error"
@@ -68,13 +80,17 @@ MAX_LINE = 512
 
 @dataclass
 class Backhaul:
-    """This host's end of the backhaul: the fleet secret, its ``/proxies/`` record, and
-    the probe that reaches machines on other hosts."""
+    """This host's end of the backhaul: the fleet secret, its ``/proxies/`` record, the
+    probe that reaches machines on other hosts, and which of those hosts it could not
+    reach lately."""
 
     store: Store
     host_id: str
     region: str
     pool: Pool
+    suspects: Suspects = field(default_factory=Suspects)
+    """The catalog's, in a proxy: the balancer reads it."""
+    metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
     ttl: float = RECORD_TTL
     keepalive_interval: float = KEEPALIVE_INTERVAL
     secret: bytes = b""
@@ -150,7 +166,9 @@ class Backhaul:
             return False
         upstream = None
         try:
-            upstream, _ = await self.pool.get(*machine.backhaul, patient=False)
+            upstream, _ = await self.pool.get(
+                *machine.backhaul, patient=False, timeout=BACKHAUL_CONNECT_TIMEOUT
+            )
             upstream.write(
                 b"GET %s%s/%d HTTP/1.1\r\nhost: roost\r\n%s: %s\r\ncontent-length: 0\r\n\r\n"
                 % (PROBE_PATH, machine.id.encode(), port, SECRET_HEADER, self.secret)
@@ -158,15 +176,38 @@ class Backhaul:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 head = await upstream.head()
                 await upstream.finished()
+        except ConnectFailed as exc:
+            self.unreachable(machine, exc)
+            return False
         except (UpstreamError, TimeoutError):
             if upstream is not None:
                 upstream.close()
             return False
+        self.reached(machine)
         if head.keep_alive:
             self.pool.put(upstream)
         else:
             upstream.close()
         return head.status == 200
+
+    # -- passive health of the other hosts ----------------------------------------------
+
+    def unreachable(self, machine: Machine, why: Exception) -> None:
+        """A connect to the proxy of ``machine``'s host failed: route around that host."""
+        host = machine.host_id
+        if self.suspects.mark(host):
+            self.metrics.backhaul_suspects[host] += 1
+            log.warning(
+                "host %s is suspect for %.0fs: its proxy is unreachable: %s",
+                host,
+                self.suspects.period,
+                why,
+            )
+
+    def reached(self, machine: Machine) -> None:
+        """The proxy of ``machine``'s host answered: trust that host again."""
+        if self.suspects.clear(machine.host_id):
+            log.info("host %s is no longer suspect: its proxy answers", machine.host_id)
 
 
 # -- the receiving end --------------------------------------------------------------------

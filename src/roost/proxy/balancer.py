@@ -1,16 +1,19 @@
-"""Which machine gets the next request or connection. Pure: no I/O, no clock.
+"""Which machine gets the next request or connection. Pure: no I/O, and no clock but
+the one behind ``suspected``.
 
 Candidates are the app's machines that are reachable (their host alive), started,
 uncordoned, healthy (service checks not critical), not being drained for autostop, and
 below their service's ``hard_limit``. Among them, as Fly's proxy does:
 
-1. machines below ``soft_limit`` before machines between soft and hard;
-2. then the nearest region (ours first, then by distance; see ``regions``);
-3. then the fewest requests in flight;
-4. then at random.
+1. machines on hosts this proxy reached lately before those on suspect hosts (see
+   ``suspects``): suspects only when nothing else can serve;
+2. then machines below ``soft_limit`` before machines between soft and hard;
+3. then the nearest region (ours first, then by distance; see ``regions``);
+4. then the fewest requests in flight;
+5. then at random.
 
-Stopped machines that autostart could wake are offered nearest first too. The reason
-for the choice is returned with it, for debug logs.
+Stopped machines that autostart could wake are offered nearest first too (those on
+suspect hosts last). The reason for the choice is returned with it, for debug logs.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class Choice:
     in_flight: int
     distance_km: float
     """From the proxy's region to the machine's (infinite when either has no place)."""
+    suspect: bool = False
+    """On a host this proxy failed to reach lately: chosen for want of another."""
 
     @property
     def reason(self) -> str:
@@ -45,6 +50,7 @@ class Choice:
             f"{self.band.replace('_', ' ')} ({self.in_flight} in flight, soft "
             f"{self.service.soft_limit}), region {self.machine.region} ({distance}), "
             f"{'this host' if self.machine.local else f'host {self.machine.host_id}'}"
+            f"{' (suspect: nothing else can serve)' if self.suspect else ''}"
         )
 
 
@@ -68,19 +74,23 @@ def pick(
     exclude: frozenset[str] = frozenset(),
     draining: frozenset[str] = frozenset(),
     rng: random.Random | None = None,
+    suspected: Callable[[str], bool] = lambda host: False,
 ) -> Verdict:
+    """``suspected``: whether a host is suspect (asked only of machines on other hosts)."""
     rng = rng or random.Random()
-    scored: list[tuple[tuple[int, tuple[int, float, str], int, float], Choice]] = []
-    startable: list[tuple[tuple[int, float, str], str, Machine]] = []
+    scored: list[tuple[tuple[bool, int, tuple[int, float, str], int, float], Choice]] = []
+    startable: list[tuple[bool, tuple[int, float, str], str, Machine]] = []
     saturated_seen = False
     here = proximity(region, region)
     for machine in machines:
         service = service_of(machine)
         if service is None or machine.id in exclude or not machine.reachable:
             continue
+        suspect = not machine.local and suspected(machine.host_id)
         if machine.startable:
             if service.autostart:
-                startable.append((proximity(region, machine.region), machine.id, machine))
+                near = proximity(region, machine.region)
+                startable.append((suspect, near, machine.id, machine))
             continue
         if not machine.started or machine.cordoned or not machine.healthy:
             continue
@@ -92,12 +102,12 @@ def pick(
             continue
         band: Band = "below_soft" if in_flight < service.soft_limit else "over_soft"
         near = here if machine.region == region else proximity(region, machine.region)
-        key = (0 if band == "below_soft" else 1, near, in_flight, rng.random())
-        scored.append((key, Choice(machine, service, band, in_flight, near[1])))
-    startable.sort(key=lambda item: item[:2])
+        key = (suspect, 0 if band == "below_soft" else 1, near, in_flight, rng.random())
+        scored.append((key, Choice(machine, service, band, in_flight, near[1], suspect)))
+    startable.sort(key=lambda item: item[:3])
     choice = min(scored, key=lambda item: item[0])[1] if scored else None
     return Verdict(
         choice=choice,
-        startable=[m for _, _, m in startable],
+        startable=[m for *_, m in startable],
         saturated=saturated_seen and choice is None,
     )

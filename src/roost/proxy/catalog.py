@@ -13,6 +13,10 @@ its private address), or on another host, reached through that host's proxy (its
 while its host is registered but has no liveness key, or is another host with no
 proxy record. A host with no ``/hosts/`` record at all (data from before hosts
 registered) counts as this one. Without ``host_id`` every machine is local.
+
+The catalog also keeps what this proxy learned first-hand about the other hosts:
+``suspects``, those it failed to reach lately. A host whose liveness key is put with a
+new value (it joined again, under a new epoch) is trusted again at once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from roost.proxy.suspects import Suspects
 from roost.spec.config import MachineConfig, MachineService
 from roost.store import Compacted, Store, StoreError
 from roost.store.records import MachineRecord, MachineStatus, ProxyRecord
@@ -144,10 +149,15 @@ class Catalog:
     store: Store
     host_id: str = ""
     """This proxy's host in a fleet; empty: one host, every machine local."""
+    suspects: Suspects = field(default_factory=Suspects)
+    """Other hosts this proxy failed to reach lately (the balancer avoids them)."""
     _apps: set[str] = field(default_factory=set)
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _hosts: set[str] = field(default_factory=set)
     _alive: set[str] = field(default_factory=set)
+    _epochs: dict[str, str] = field(default_factory=dict)
+    """The last liveness value seen per host; never reset, so listing again (which
+    replays them) does not pass for a host joining again."""
     _proxies: dict[str, tuple[str, int]] = field(default_factory=dict)
     _by_app: dict[str, dict[str, Machine]] = field(default_factory=dict)
     _by_id: dict[str, Machine] = field(default_factory=dict)
@@ -265,6 +275,9 @@ class Catalog:
             _toggle(self._hosts, host, value is not None)
         elif kind == "alive":
             _toggle(self._alive, host, value is not None)
+            if value is not None and self._epochs.get(host) != value:
+                self._epochs[host] = value
+                self.suspects.clear(host)
         else:
             address = _proxy_address(host, value) if value is not None else None
             if address is None:

@@ -5,9 +5,9 @@ path. Per client connection, requests are served one at a time in arrival order
 (HTTP/1.1 pipelining); a request's body is forwarded as it arrives and also kept (up
 to ``REPLAY_LIMIT``) so a ``fly-replay`` answer can send it elsewhere, or so it can go
 to another machine when it could not be delivered (nothing reached the machine: it
-refused the connection, or its host's proxy refused the delivery), up to
-``DELIVERY_ATTEMPTS`` machines. Upgrades (websockets) become a raw byte tunnel once
-the machine answers 101.
+refused the connection, or its host's proxy refused the delivery or could not be
+reached, which makes that host suspect: see ``suspects``), up to ``DELIVERY_ATTEMPTS``
+machines. Upgrades (websockets) become a raw byte tunnel once the machine answers 101.
 
 One listener class, two roles. The edge (``worker=False``) takes clients' requests,
 finds the app by ``Host`` and picks a machine; one on another host gets the request
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import httptools
 
 from roost.proxy.backhaul import (
+    BACKHAUL_CONNECT_TIMEOUT,
     DELIVER_HEADER,
     ERROR_HEADER,
     PROBE_PATH,
@@ -42,7 +43,14 @@ from roost.proxy.catalog import Catalog, Machine, Service
 from roost.proxy.metrics import ProxyMetrics
 from roost.proxy.replay import Replay, parse_replay
 from roost.proxy.router import DELIVERY_ATTEMPTS, Lease, NoCapacity, Router
-from roost.proxy.upstream import ConnectFailed, Pool, ResponseHead, Upstream, UpstreamError
+from roost.proxy.upstream import (
+    CONNECT_TIMEOUT,
+    ConnectFailed,
+    Pool,
+    ResponseHead,
+    Upstream,
+    UpstreamError,
+)
 
 log = logging.getLogger("roost.proxy")
 
@@ -348,17 +356,22 @@ class ClientConnection(asyncio.Protocol):
         self, request: Request, lease: Lease, request_id: str, replay_src: bytes
     ) -> bool | Replay | Undelivered:
         machine = lease.machine
+        backhaul = None if machine.local else self.proxy.backhaul
         head = self._request_head(request, lease, request_id, replay_src)
         if not machine.local:
             self.proxy.metrics.backhaul_out[(machine.app, machine.id)] += 1
         try:
             upstream, response = await self._exchange(request, machine, lease.service, head)
         except ConnectFailed as exc:
+            if backhaul is not None:
+                backhaul.unreachable(machine, exc)
             return self._undelivered(machine, 502, str(exc))
         except UpstreamError as exc:
             self.proxy.metrics.errors[(machine.app, machine.id)] += 1
             log.warning("proxy: machine %s failed: %s", machine.id, exc)
             return await self._simple(request, 502, f"machine {machine.id}: {exc}\n")
+        if backhaul is not None:
+            backhaul.reached(machine)
         if not machine.local and response.status == 503:
             refused = response.header(ERROR_HEADER)
             if refused is not None:
@@ -452,19 +465,22 @@ class ClientConnection(asyncio.Protocol):
         """Send the request and read the response head, on a pooled connection if any."""
         pool = self.proxy.pool
         if machine.local:
-            address, port, patient = machine.address, service.internal_port, True
+            address, port = machine.address, service.internal_port
+            patient, timeout = True, CONNECT_TIMEOUT
         else:
             # A host's proxy is up or not: no waiting for it as for a booting machine.
             assert machine.backhaul is not None
-            (address, port), patient = machine.backhaul, False
+            (address, port), patient, timeout = machine.backhaul, False, BACKHAUL_CONNECT_TIMEOUT
         for attempt in (0, 1):
             upstream: Upstream | None = None
             reused = False
             try:
                 if request.upgrade:
-                    upstream = await pool.connect(address, port, patient=patient)
+                    upstream = await pool.connect(address, port, patient=patient, timeout=timeout)
                 else:
-                    upstream, reused = await pool.get(address, port, patient=patient)
+                    upstream, reused = await pool.get(
+                        address, port, patient=patient, timeout=timeout
+                    )
                 await self._send_request(upstream, request, head)
                 return upstream, await upstream.head()
             except UpstreamError:

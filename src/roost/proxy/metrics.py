@@ -3,7 +3,8 @@
 Counters and gauges are labelled by app and machine; wake-up latency is a histogram
 per app. Backhaul counters say what went through other hosts' proxies: sent out by
 this one (as the edge), taken in (as the machine's host), and failed deliveries; those
-this host refused are counted by reason.
+this host refused are counted by reason, and the times another host became suspect (a
+connect to its proxy failed; see ``suspects``) by host.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ProxyMetrics:
     backhaul_in: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     backhaul_failures: defaultdict[Labels, int] = field(default_factory=lambda: defaultdict(int))
     backhaul_refused: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    backhaul_suspects: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     wake_latency: defaultdict[str, Histogram] = field(
         default_factory=lambda: defaultdict(Histogram)
     )
@@ -94,6 +96,15 @@ class ProxyMetrics:
         lines += [
             f'{name}{{reason="{reason}"}} {value}'
             for reason, value in sorted(self.backhaul_refused.items())
+        ]
+        name = "roost_proxy_backhaul_suspect_total"
+        lines += [
+            f"# HELP {name} Times another host's proxy became suspect: a connect to it failed.",
+            f"# TYPE {name} counter",
+        ]
+        lines += [
+            f'{name}{{host="{host}"}} {value}'
+            for host, value in sorted(self.backhaul_suspects.items())
         ]
         name = "roost_proxy_wake_seconds"
         lines += [f"# HELP {name} Start request to port accepting.", f"# TYPE {name} histogram"]

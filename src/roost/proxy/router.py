@@ -1,11 +1,13 @@
 """Turns "a request for app A" into a machine with room for it, waking one if needed.
 
-* A machine below its soft limit is used at once.
-* When every started machine is over its soft limit (or none is started) and a stopped
-  machine with autostart exists, one wake-up starts it — one per app at a time,
-  however many requests wait (single-flight). Requests keep going to a machine over
-  its soft limit meanwhile, if there is one; otherwise they wait, bounded by
-  ``wake_timeout``, until the woken machine is started **and** its port accepts.
+* A machine below its soft limit is used at once (unless its host is suspect, see
+  ``suspects``: then it serves only for want of another, as one over its soft limit).
+* When every started machine is over its soft limit or on a suspect host (or none is
+  started) and a stopped machine with autostart exists, one wake-up starts it — one
+  per app at a time, however many requests wait (single-flight). Requests keep going
+  to a machine over its soft limit (or on a suspect host) meanwhile, if there is one;
+  otherwise they wait, bounded by ``wake_timeout``, until the woken machine is started
+  **and** its port accepts.
 * When every machine is at its hard limit, requests queue for ``queue_timeout``, then
   fail with :class:`NoCapacity` (503).
 * At most ``max_waiting`` requests per app wait at once; more get 503 at once, so a
@@ -124,9 +126,10 @@ class Router:
                 exclude=exclude,
                 draining=frozenset(self.draining),
                 rng=self.rng,
+                suspected=self.catalog.suspects.suspected,
             )
             choice = verdict.choice
-            if choice is not None and choice.band == "below_soft":
+            if choice is not None and choice.band == "below_soft" and not choice.suspect:
                 return self._take(choice)
             if verdict.startable and app not in self._wakes:
                 self._wake(app, verdict.startable[0])

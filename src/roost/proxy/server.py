@@ -83,7 +83,14 @@ class Proxy:
         )
         self.backhaul: Backhaul | None = None
         if config.host_id:
-            self.backhaul = Backhaul(store, config.host_id, config.region, self.http.pool)
+            self.backhaul = Backhaul(
+                store,
+                config.host_id,
+                config.region,
+                self.http.pool,
+                suspects=self.catalog.suspects,
+                metrics=self.metrics,
+            )
             self.router.remote_probe = self.backhaul.probe
             self.http.backhaul = self.backhaul
         self.https = HttpProxy(

@@ -8,7 +8,8 @@ through the HTTP listener, by ``Host``).
 A connection for a machine on another host goes to that host's proxy, which splices
 it to the machine after a one-line preamble (see ``backhaul``); when nothing could be
 delivered (refused, unreachable) the connection tries another machine, up to
-``DELIVERY_ATTEMPTS``. The same class serves the receiving end: ``delivery`` takes
+``DELIVERY_ATTEMPTS``; a host whose proxy could not be reached becomes suspect, as for
+HTTP (see ``suspects``). The same class serves the receiving end: ``delivery`` takes
 the connections other hosts' proxies send here.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from roost.proxy.backhaul import (
+    BACKHAUL_CONNECT_TIMEOUT,
     DELIVERY_TIMEOUT,
     MAX_LINE,
     TCP_ERR,
@@ -247,10 +249,19 @@ class TcpListeners:
 
     async def _through_backhaul(self, lease: Lease) -> PipeEnd:
         machine, port = lease.machine, lease.service.internal_port
-        assert self.backhaul is not None and machine.backhaul is not None
-        _, upstream = await connect(lambda: Delivery(lease.release), *machine.backhaul)
+        backhaul = self.backhaul
+        assert backhaul is not None and machine.backhaul is not None
+        try:
+            _, upstream = await connect(
+                lambda: Delivery(lease.release), *machine.backhaul, timeout=BACKHAUL_CONNECT_TIMEOUT
+            )
+        except ConnectFailed as exc:
+            backhaul.unreachable(machine, exc)
+            raise
+        # The handshake is the host's answer: its link is up, whatever its proxy says next.
+        backhaul.reached(machine)
         assert upstream.transport is not None
-        upstream.transport.write(self.backhaul.preamble(machine, port))
+        upstream.transport.write(backhaul.preamble(machine, port))
         try:
             async with asyncio.timeout(DELIVERY_TIMEOUT):
                 refused = await upstream.answer

@@ -210,7 +210,9 @@ class Pool:
         default_factory=lambda: defaultdict(list)
     )
 
-    async def get(self, address: str, port: int, *, patient: bool = True) -> tuple[Upstream, bool]:
+    async def get(
+        self, address: str, port: int, *, patient: bool = True, timeout: float = CONNECT_TIMEOUT
+    ) -> tuple[Upstream, bool]:
         """A connection, and whether it was reused (a reused one may turn out stale)."""
         key = (address, port)
         idle = self.idle[key]
@@ -221,10 +223,14 @@ class Pool:
                 upstream.begin()
                 return upstream, True
             upstream.close()
-        return await self.connect(address, port, patient=patient), False
+        return await self.connect(address, port, patient=patient, timeout=timeout), False
 
-    async def connect(self, address: str, port: int, *, patient: bool = False) -> Upstream:
-        _, upstream = await connect(lambda: Upstream((address, port)), address, port, patient)
+    async def connect(
+        self, address: str, port: int, *, patient: bool = False, timeout: float = CONNECT_TIMEOUT
+    ) -> Upstream:
+        _, upstream = await connect(
+            lambda: Upstream((address, port)), address, port, patient, timeout=timeout
+        )
         return upstream
 
     def put(self, upstream: Upstream) -> None:
@@ -245,18 +251,21 @@ class Pool:
 
 
 async def connect(
-    factory: Callable[[], P], address: str, port: int, patient: bool = False
+    factory: Callable[[], P],
+    address: str,
+    port: int,
+    patient: bool = False,
+    *,
+    timeout: float = CONNECT_TIMEOUT,
 ) -> tuple[asyncio.BaseTransport, P]:
     """Connect to a machine; ``patient`` retries refusals for a few seconds, because a
-    machine that has just started may not listen yet."""
+    machine that has just started may not listen yet. ``timeout`` bounds each attempt."""
     loop = asyncio.get_running_loop()
     delay = CONNECT_RETRY_FIRST
     deadline = loop.time() + (CONNECT_RETRY_WINDOW if patient else 0.0)
     while True:
         try:
-            return await asyncio.wait_for(
-                loop.create_connection(factory, address, port), CONNECT_TIMEOUT
-            )
+            return await asyncio.wait_for(loop.create_connection(factory, address, port), timeout)
         except ConnectionRefusedError as exc:
             if loop.time() + delay > deadline:
                 raise ConnectFailed(f"cannot connect to {address}:{port}: {exc}") from exc

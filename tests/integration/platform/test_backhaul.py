@@ -3,7 +3,8 @@ that host's proxy (the backhaul), never at its private address.
 
 Each "host" is a real Proxy on its own loopback address (127.0.0.1x); its "machines"
 are plain servers on other loopback addresses (127.0.0.2x for host b, 127.0.0.3x for
-host c), recorded in the store the way agents and the API record them.
+host c), recorded in the store the way agents and the API record them. A host cut off
+from the network is a black hole on 127.0.0.99, where connects hang.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from roost.proxy.backhaul import BACKHAUL_CONNECT_TIMEOUT
 from roost.proxy.server import Proxy, ProxyConfig
 from roost.store import SqliteStore
 from roost.store.records import (
@@ -38,6 +40,7 @@ from roost.store.records import (
 from tests.unit.proxy.backend import Backend
 
 HOSTS = {"a": ("127.0.0.10", "ams"), "b": ("127.0.0.11", "ams"), "c": ("127.0.0.12", "syd")}
+BLACK_HOLE = "127.0.0.99"
 MACHINE_NETS = {"a": "127.0.0.4", "b": "127.0.0.2", "c": "127.0.0.3"}
 _ids = itertools.count(0x20000000000000)
 
@@ -243,6 +246,38 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def black_hole() -> Iterator[tuple[str, int]]:
+    """An address where connects hang, as to a host whose link is down: a listener that
+    never accepts, its accept queue full, so the kernel drops every further SYN."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind((BLACK_HOLE, 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        for _ in range(2):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex(address)
+        yield address
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+async def cut_off(fleet: Fleet, host: str, hole: tuple[str, int]) -> None:
+    """``host``'s proxy unreachable while its liveness key and proxy record live on (its
+    leases have not run out yet)."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.open_connection(*hole), 0.2)
+    await fleet.proxies.pop(host).stop()
+    record = ProxyRecord(host, f"{hole[0]}:{hole[1]}", HOSTS[host][1])
+    await fleet.store.put(proxy_key(host), record.to_json())
+    await fleet.settle()
+
+
 # -- HTTP -------------------------------------------------------------------------------
 
 
@@ -317,6 +352,45 @@ async def test_a_dead_proxy_sends_the_request_to_another_machine(fleet: Fleet) -
         assert r.status_code == 200 and r.headers["fly-machine-id"] == mc
         assert r.content == b"sent twice"
     assert a.metrics.backhaul_failures[("web", mb)] == 1
+
+
+async def test_a_host_cut_off_is_routed_around_after_one_connect_timeout(
+    fleet: Fleet,
+) -> None:
+    a = fleet.proxies["a"]
+    mb = await fleet.machine("b", await fleet.app_server("b"))  # ams: nearest to a
+    mc = await fleet.machine("c", await fleet.app_server("c"))  # syd
+    loop = asyncio.get_running_loop()
+    with black_hole() as hole:
+        await cut_off(fleet, "b", hole)
+        assert a.catalog.machine("web", mb).reachable  # type: ignore[union-attr]
+        async with fleet.client("a") as c:
+            began = loop.time()
+            r = await c.post("/echo", content=b"sent twice")
+            first = loop.time() - began
+            assert r.status_code == 200 and r.headers["fly-machine-id"] == mc
+            assert r.content == b"sent twice"
+            # It waited out the short connect timeout (not the host's lease), once.
+            assert BACKHAUL_CONNECT_TIMEOUT / 2 < first < BACKHAUL_CONNECT_TIMEOUT + 3
+            began = loop.time()
+            for _ in range(10):
+                r = await c.get("/")
+                assert r.status_code == 200 and r.headers["fly-machine-id"] == mc
+            assert loop.time() - began < BACKHAUL_CONNECT_TIMEOUT, "none waited on b"
+    assert a.catalog.suspects.suspected("b")
+    assert a.metrics.backhaul_failures[("web", mb)] == 1
+    assert a.metrics.backhaul_suspects["b"] == 1
+    assert 'roost_proxy_backhaul_suspect_total{host="b"} 1' in a.metrics.render()
+
+
+async def test_a_suspect_host_serves_when_nothing_else_can(fleet: Fleet) -> None:
+    a = fleet.proxies["a"]
+    mb = await fleet.machine("b", await fleet.app_server("b"))
+    a.catalog.suspects.mark("b")
+    async with fleet.client("a") as c:
+        r = await c.get("/")
+    assert r.status_code == 200 and r.headers["fly-machine-id"] == mb
+    assert not a.catalog.suspects.suspected("b"), "its proxy answered: trusted again"
 
 
 async def test_the_machines_host_enforces_its_hard_limit(fleet: Fleet) -> None:
@@ -400,6 +474,11 @@ async def test_autostart_of_a_machine_on_another_host(fleet: Fleet) -> None:
         r = await c.get("/")
     assert r.status_code == 200 and r.headers["fly-machine-id"] == mb
     assert fleet.control.starts == [mb]
+    # The request goes as soon as the machine is started; the wake-up ends (and records
+    # its latency) once the port probe through b answers, maybe a moment later.
+    wake = a.router._wakes.get("web")
+    if wake is not None:
+        await asyncio.wait_for(wake, 5)
     assert a.metrics.wake_latency["web"].count == 1
     assert b.metrics.backhaul_in[("web", mb)] == 1
 
@@ -442,3 +521,29 @@ async def test_tcp_refused_by_the_host_goes_to_another_machine(fleet: Fleet) -> 
     assert b.metrics.backhaul_refused["draining"] == 1
     assert a.metrics.backhaul_failures[("web", mb)] == 1
     assert fleet.proxies["c"].metrics.backhaul_in[("web", mc)] == 1
+
+
+async def test_tcp_to_a_host_cut_off_goes_elsewhere_after_one_connect_timeout(
+    fleet: Fleet,
+) -> None:
+    a = fleet.proxies["a"]
+    port = free_port(a.host)
+    await fleet.machine("b", await fleet.echo_server("b"), tcp_port=port)
+    mc = await fleet.machine("c", await fleet.echo_server("c"), tcp_port=port)
+    loop = asyncio.get_running_loop()
+    took: list[float] = []
+    with black_hole() as hole:
+        await cut_off(fleet, "b", hole)
+        await a.tcp.sync()
+        for _ in range(6):
+            began = loop.time()
+            reader, writer = await asyncio.open_connection(a.host, port)
+            try:
+                assert await asyncio.wait_for(reader.readexactly(6), 5) == b"hello\n"
+            finally:
+                writer.close()
+            took.append(loop.time() - began)
+    assert BACKHAUL_CONNECT_TIMEOUT / 2 < took[0] < BACKHAUL_CONNECT_TIMEOUT + 3
+    assert sum(took[1:]) < BACKHAUL_CONNECT_TIMEOUT, "none waited on b"
+    assert fleet.proxies["c"].metrics.backhaul_in[("web", mc)] == 6
+    assert a.metrics.backhaul_suspects["b"] == 1
