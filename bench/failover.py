@@ -88,7 +88,7 @@ async def main() -> None:
                     f"{fmt(result.standby)}, {result.failed}/{result.requests} requests failed",
                     flush=True,
                 )
-        report(setup.rounds)
+        report(setup.rounds, args.failure)
     finally:
         await asyncio.to_thread(fleet.cleanup)
         shutil.rmtree(root, ignore_errors=True)
@@ -193,10 +193,10 @@ async def settle(api: httpx.AsyncClient, app: str, mid: str, state: str) -> None
         raise SystemExit(f"machine {mid} did not reach {state}; the fleet is not healthy")
 
 
-def report(rounds: list[Round]) -> None:
+def report(rounds: list[Round], failure: str) -> None:
     for label, values, goal in (
-        ("host kill → traffic served elsewhere", [r.traffic for r in rounds], GOAL_TRAFFIC),
-        ("host kill → standby started", [r.standby for r in rounds], GOAL_STANDBY),
+        (f"host {failure} → traffic served elsewhere", [r.traffic for r in rounds], GOAL_TRAFFIC),
+        (f"host {failure} → standby started", [r.standby for r in rounds], GOAL_STANDBY),
     ):
         measured = [v for v in values if v is not None]
         missed = len(values) - len(measured)
@@ -213,7 +213,7 @@ def report(rounds: list[Round]) -> None:
             print(f"    vs {peer} ≈ {seconds:g} s: {seconds / p50:.0f} times faster")
     failed = sum(r.failed for r in rounds)
     total = sum(r.requests for r in rounds)
-    print(f"requests failed after the kills: {failed} of {total}")
+    print(f"requests failed after the failures: {failed} of {total}")
 
 
 def fmt(value: float | None) -> str:
