@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from roost.images.build import seed_demo_images
@@ -37,31 +37,13 @@ from roost.store.sqlite import SqliteStore
 log = logging.getLogger("roost.server")
 
 
-def default_data_dir() -> Path:
-    if env := os.environ.get("ROOST_DATA_DIR"):
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/roost")
-    return Path.home() / ".local/share/roost"
-
-
 @dataclass
-class ServerConfig:
-    data_dir: Path = field(default_factory=default_data_dir)
+class ServerConfig(HostConfig):
+    """The host's settings, and the API's, the registry's and the proxy's."""
+
     api_listen: str = "127.0.0.1:4280"
-    region: str = "local"
-    host_id: str = ""
-    driver: str | None = None
     registry_listen: str | None = "127.0.0.1:5000"
     seed_demo_images: bool = True
-    insecure_registries: tuple[str, ...] = ()
-    bridge: str = "rst0"
-    v4_subnet: str = "172.30.0.0/17"
-    v6_subnet: str = "fdaa:0:1::/64"
-    unreachable_v4: str = "172.30.0.0/16"
-    unreachable_v6: str = "fdaa::/16"
-    netns_prefix: str = "rst-"
-    cgroup_parent: str = "/roost"
     proxy_listen: str | None = "0.0.0.0:8080"
     proxy_tls_listen: str | None = "0.0.0.0:8443"
     tls_cert: Path | None = None
@@ -69,28 +51,6 @@ class ServerConfig:
     """Certificate and key for the proxy's HTTPS listener; unset: a self-signed one."""
     proxy_domain: str = "localhost"
     autostop_interval: float = 120.0
-    cpus: int = 0
-    """Schedulable CPUs; 0 = 8 per core (shared CPUs are overcommitted)."""
-    memory_mb: int = 0
-    """Schedulable memory; 0 = the host's memory minus 512 MB."""
-
-    def host(self, insecure_registries: tuple[str, ...]) -> HostConfig:
-        return HostConfig(
-            data_dir=self.data_dir,
-            region=self.region,
-            host_id=self.host_id,
-            driver=self.driver,
-            insecure_registries=insecure_registries,
-            bridge=self.bridge,
-            v4_subnet=self.v4_subnet,
-            v6_subnet=self.v6_subnet,
-            unreachable_v4=self.unreachable_v4,
-            unreachable_v6=self.unreachable_v6,
-            netns_prefix=self.netns_prefix,
-            cgroup_parent=self.cgroup_parent,
-            cpus=self.cpus,
-            memory_mb=self.memory_mb,
-        )
 
 
 class Server:
@@ -116,7 +76,8 @@ class Server:
             registry_addr = await self._start_registry(data / "registry", cfg.registry_listen)
         insecure = (*cfg.insecure_registries, *([registry_addr] if registry_addr else []))
         metrics = Registry()
-        host = await HostStack.start(cfg.host(insecure), store, metrics)
+        host_config = dataclasses.replace(cfg, insecure_registries=insecure)
+        host = await HostStack.start(host_config, store, metrics)
         self._stack.push_async_callback(host.close)
 
         api = ApiStack(store, host.link, host.addressing, metrics, region=cfg.region)

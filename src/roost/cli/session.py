@@ -24,8 +24,8 @@ ADMIN_TOKEN_FILE = "admin-token"
 def default_data_dir() -> Path:
     """The server's default data directory.
 
-    The same rule as ``roost.server.default_data_dir`` (a unit test keeps the two in
-    step): importing ``roost.server`` pulls in uvicorn and FastAPI, about a second.
+    The same rule as ``roost.roles.host.default_data_dir`` (a unit test keeps the two in
+    step): importing the server's modules pulls in uvicorn and FastAPI, about a second.
     """
     if env := os.environ.get("ROOST_DATA_DIR"):
         return Path(env)

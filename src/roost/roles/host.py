@@ -20,7 +20,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from roost.agent.agent import ALIVE_TTL, Agent
@@ -42,9 +42,17 @@ from roost.store import Store
 from roost.store.records import HostRecord
 
 
+def default_data_dir() -> Path:
+    if env := os.environ.get("ROOST_DATA_DIR"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/roost")
+    return Path.home() / ".local/share/roost"
+
+
 @dataclass
 class HostConfig:
-    data_dir: Path
+    data_dir: Path = field(default_factory=default_data_dir)
     region: str = "local"
     host_id: str = ""
     driver: str | None = None

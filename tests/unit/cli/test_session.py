@@ -94,8 +94,8 @@ def test_unreadable_token_file(roost: RunCLI, tmp_path: Path) -> None:
 def test_default_data_dir_matches_the_server(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from roost import server
+    from roost.roles import host
 
-    assert default_data_dir() == server.default_data_dir()
+    assert default_data_dir() == host.default_data_dir()
     monkeypatch.setenv("ROOST_DATA_DIR", str(tmp_path))
-    assert default_data_dir() == server.default_data_dir() == tmp_path
+    assert default_data_dir() == host.default_data_dir() == tmp_path
