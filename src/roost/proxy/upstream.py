@@ -10,6 +10,7 @@ closing one (busybox httpd closes after every response) just drops it from the p
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,6 +25,10 @@ CONNECT_TIMEOUT = 5.0
 CONNECT_RETRY_WINDOW = 3.0
 CONNECT_RETRY_FIRST = 0.02
 CONNECT_RETRY_MAX = 0.25
+KEEPALIVE_IDLE = 2
+KEEPALIVE_INTERVAL = 1
+KEEPALIVE_PROBES = 2
+UNACKED_TIMEOUT_MS = 4000
 
 P = TypeVar("P", bound=asyncio.Protocol)
 
@@ -265,13 +270,32 @@ async def connect(
     deadline = loop.time() + (CONNECT_RETRY_WINDOW if patient else 0.0)
     while True:
         try:
-            return await asyncio.wait_for(loop.create_connection(factory, address, port), timeout)
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(factory, address, port), timeout
+            )
         except ConnectionRefusedError as exc:
             if loop.time() + delay > deadline:
                 raise ConnectFailed(f"cannot connect to {address}:{port}: {exc}") from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, CONNECT_RETRY_MAX)
+            continue
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(
                 f"cannot connect to {address}:{port}: {exc or 'timed out'}"
             ) from exc
+        detect_dead_peer(transport)
+        return transport, protocol
+
+
+def detect_dead_peer(transport: asyncio.BaseTransport) -> None:
+    """Let the kernel end a connection whose peer went silent (a host cut off mid-request)
+    within seconds, instead of waiting on it forever. A live peer's kernel answers the
+    probes however long its application takes, so slow responses are not cut."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, UNACKED_TIMEOUT_MS)
