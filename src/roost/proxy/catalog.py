@@ -366,6 +366,10 @@ def _machine(entry: _Entry, placement: Placement) -> Machine | None:
     state = status.state if status else "created"
     if state == "destroyed":
         return None
+    if state == "started" and record.desired in ("stopped", "suspended"):
+        # Ordered down but its agent has not got there yet (autostop, a standby taking
+        # over while its host was away): no new traffic, and nothing to wake either.
+        state = "stopping"
     checks = status.checks if status else []
     # Only service checks steer routing; a check not run yet does not block traffic.
     healthy = not any(

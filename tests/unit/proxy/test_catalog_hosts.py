@@ -254,3 +254,24 @@ async def test_store_errors_keep_the_last_view(
         assert not world.get("mb").reachable
     finally:
         await catalog.stop()
+
+
+async def test_a_machine_ordered_down_takes_no_new_traffic(store: SqliteStore) -> None:
+    catalog = await fleet(store, "a")
+    try:
+        world = Fleet(store, catalog)
+        await world.host("a")
+        await world.machine("ma", "a")
+        await world.settle()
+        assert world.get("ma").started
+        kv = await store.get(machine_key("web", "ma"))
+        assert kv is not None
+        record = MachineRecord.from_json(kv.value)
+        record.desired = "stopped"
+        await store.put(machine_key("web", "ma"), record.to_json())
+        await world.settle()
+        machine = world.get("ma")
+        assert machine.state == "stopping"
+        assert not machine.started and not machine.startable
+    finally:
+        await catalog.stop()
