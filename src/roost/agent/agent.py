@@ -1,5 +1,5 @@
 """The host agent: registers the host, watches the store for its machines, and runs a
-supervisor per machine.
+supervisor per machine (and, beside them, its volumes: ``roost.agent.volumes``).
 
 Every watcher lists at revision R and watches from R + 1; if the store compacted past
 its revision it lists again, so no change is ever missed. On start the agent first
@@ -99,6 +99,8 @@ class Agent:
             asyncio.create_task(self._keepalive_loop(), name="agent-keepalive"),
             asyncio.create_task(self._janitor_loop(), name="agent-janitor"),
         ]
+        if self.ctx.volumes is not None:
+            self._loops.append(asyncio.create_task(self.ctx.volumes.run(), name="agent-volumes"))
 
     async def _stop_loops(self) -> None:
         current = asyncio.current_task()

@@ -16,10 +16,14 @@ Routes (JSON; bytes travel base64-encoded)::
     GET  /internal/v1/machines/{id}/logs?since=&limit=             → [LogRecord, ...]
     WS   /internal/v1/logs/follow?machine=ID&machine=...   a LogRecord per text message
     GET  /internal/v1/usage?app=&since=&until=                     → [machine usage, ...]
+    GET  /internal/v1/snapshots/{id}   a volume snapshot kept here, as a stream of its
+                                       data (``roost.volumes.sparse``), for another host
+                                       to restore it
 
 Errors are ``{"error": "..."}``: 401 without the secret, 400 for bad parameters, 412 when
-the driver refuses (unknown machine, not running). A WebSocket refused before it opens
-gets the same status and body, as its handshake's HTTP response.
+the driver refuses (unknown machine, not running), 404 for a snapshot not kept here. A
+WebSocket refused before it opens gets the same status and body, as its handshake's HTTP
+response.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ import asyncio
 import base64
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import Base64Bytes, BaseModel, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -44,7 +49,8 @@ from roost.api.console import pump_console
 from roost.cluster import HEADER, matches
 from roost.roles.serving import AsgiServer, serve_asgi
 from roost.runtime.base import DriverError
-from roost.spec.ids import is_machine_id
+from roost.spec.ids import is_machine_id, is_snapshot_id
+from roost.volumes.images import VolumeError
 
 if TYPE_CHECKING:
     from roost.api.machine_io import HostLink, LogFeed
@@ -84,9 +90,17 @@ class _UsageQuery(BaseModel):
     until: float | None = None
 
 
-def create_endpoint(link: HostLink, secret: str) -> ASGIApp:
-    """The endpoint's ASGI app, serving ``link`` to callers that show ``secret``."""
-    endpoint = _Endpoint(link)
+class SnapshotFiles(Protocol):
+    def read_snapshot(self, snapshot_id: str) -> Iterator[bytes]:
+        """The snapshot's stream; raises VolumeError if it is not kept here."""
+
+
+def create_endpoint(
+    link: HostLink, secret: str, *, snapshots: SnapshotFiles | None = None
+) -> ASGIApp:
+    """The endpoint's ASGI app, serving ``link`` (and the volume snapshots kept here) to
+    callers that show ``secret``."""
+    endpoint = _Endpoint(link, snapshots)
     machine = f"{PREFIX}/machines/{{id}}"
     return Starlette(
         routes=[
@@ -96,6 +110,7 @@ def create_endpoint(link: HostLink, secret: str) -> ASGIApp:
             Route(f"{machine}/logs", endpoint.read_logs),
             WebSocketRoute(f"{PREFIX}/logs/follow", endpoint.follow_logs),
             Route(f"{PREFIX}/usage", endpoint.usage),
+            Route(f"{PREFIX}/snapshots/{{id}}", endpoint.snapshot),
             Route(f"{PREFIX}/hosts/{{host}}/isolate", endpoint.isolate, methods=["POST"]),
             Route(f"{PREFIX}/hosts/{{host}}/restore", endpoint.restore, methods=["POST"]),
         ],
@@ -105,8 +120,9 @@ def create_endpoint(link: HostLink, secret: str) -> ASGIApp:
 
 
 class _Endpoint:
-    def __init__(self, link: HostLink) -> None:
+    def __init__(self, link: HostLink, snapshots: SnapshotFiles | None) -> None:
         self._link = link
+        self._snapshots = snapshots
 
     async def exec(self, request: Request) -> JSONResponse:
         mid = _machine_id(request.path_params["id"])
@@ -173,6 +189,19 @@ class _Endpoint:
             await _stream_records(websocket, feed)
         finally:
             feed.close()
+
+    async def snapshot(self, request: Request) -> Response:
+        snapshot_id = request.path_params["id"]
+        if not is_snapshot_id(snapshot_id):
+            raise _Invalid(f"{snapshot_id!r} is not a snapshot id (vs_ and 16 letters or digits)")
+        try:
+            if self._snapshots is None:
+                raise VolumeError("this host keeps no volumes")
+            stream = self._snapshots.read_snapshot(snapshot_id)
+        except VolumeError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        # A plain iterator: Starlette reads it in a worker thread, off the event loop.
+        return StreamingResponse(stream, media_type="application/octet-stream")
 
     async def usage(self, request: Request) -> JSONResponse:
         query = _parse(_UsageQuery, request.query_params)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from roost.images.base import Image
-from roost.runtime.base import LaunchSpec, ProcessSpec, Resources
+from roost.runtime.base import LaunchSpec, Mount, ProcessSpec, Resources
 from roost.spec.config import MachineConfig
 from roost.store.records import MachineRecord
 
@@ -116,6 +116,7 @@ def launch_spec(
     *,
     netns: Path | None,
     primary_region: str = "",
+    mounts: tuple[Mount, ...] = (),
 ) -> LaunchSpec:
     uid, gid = user_ids(image.rootfs, image.config.user)
     guest = config.resolved_guest
@@ -132,4 +133,5 @@ def launch_spec(
         resources=Resources(cpus=guest.cpus, memory_mb=guest.memory_mb, cpu_kind=guest.cpu_kind),
         hostname=record.id,
         netns=netns,
+        mounts=mounts,
     )

@@ -17,11 +17,12 @@ written to the store together with the events it produced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,9 +34,10 @@ from roost.agent.logs import ConsoleTailer, LogStore
 from roost.agent.metrics import AgentMetrics, MachineView
 from roost.agent.policy import after_exit
 from roost.agent.usage import UsageLedger, size_label
+from roost.agent.volumes import VolumeAgent, VolumeUnavailable
 from roost.api.views import rfc3339
 from roost.images.base import Image, ImageError
-from roost.runtime.base import Driver, DriverError, ExitStatus
+from roost.runtime.base import Driver, DriverError, ExitStatus, Mount
 from roost.spec import ids
 from roost.spec.config import MachineConfig
 from roost.spec.signals import parse_signal
@@ -47,6 +49,7 @@ from roost.store.records import (
     HostRecord,
     MachineRecord,
     MachineStatus,
+    VolumeRecord,
     alive_key,
     app_key,
     event_key,
@@ -58,6 +61,7 @@ from roost.store.records import (
     mid_key,
     status_key,
     versions_prefix,
+    volume_key,
 )
 
 log = logging.getLogger("roost.agent")
@@ -104,6 +108,8 @@ class AgentContext:
     tailer: ConsoleTailer | None = None
     usage: UsageLedger | None = None
     metrics: AgentMetrics | None = None
+    volumes: VolumeAgent | None = None
+    """This host's volumes; None where it keeps none (no root, the process driver)."""
 
 
 class StepFailed(Exception):
@@ -416,16 +422,35 @@ class Supervisor:
             netns = Path(run.payload["netns"]) if run.payload.get("netns") else None
             began = time.monotonic()
             try:
-                spec = launch_spec(record, config, image, netns=netns)
-                await driver.prepare(spec)
-                inspection = await driver.start(self.machine_id)
-            except (LaunchError, DriverError) as exc:
+                async with self._volume_mounts(config) as mounts:
+                    spec = launch_spec(record, config, image, netns=netns, mounts=mounts)
+                    await driver.prepare(spec)
+                    inspection = await driver.start(self.machine_id)
+            except (LaunchError, DriverError, VolumeUnavailable) as exc:
                 raise StepFailed(str(exc)) from exc
             if self._ctx.metrics is not None:
                 self._ctx.metrics.start_seconds.observe(time.monotonic() - began)
         self._started_at = inspection.started_at or self._ctx.clock()
         self._watch_exit()
         self._start_checks()
+
+    @contextlib.asynccontextmanager
+    async def _volume_mounts(self, config: MachineConfig) -> AsyncIterator[tuple[Mount, ...]]:
+        """The machine's volume, held (see ``VolumeAgent.held``) until it has started."""
+        wanted = config.mounts or []
+        if not wanted:
+            yield ()
+            return
+        if self._ctx.volumes is None:
+            raise VolumeUnavailable(
+                "this host keeps no volumes (they need root and the runc driver)"
+            )
+        async with contextlib.AsyncExitStack() as held:
+            mounts = []
+            for mount in wanted:
+                source = await held.enter_async_context(self._ctx.volumes.held(mount.volume or ""))
+                mounts.append(Mount(source, mount.path))
+            yield tuple(mounts)
 
     async def _step_teardown(self, run: Run, record: MachineRecord) -> None:
         await self._stop_checks()
@@ -440,7 +465,8 @@ class Supervisor:
         self._exit = None
 
     async def _step_release(self, run: Run, record: MachineRecord) -> None:
-        """Give back the address and capacity, and record the machine as destroyed."""
+        """Give back the address, capacity and volume, and record the machine as
+        destroyed."""
         store = self._ctx.store
         if self._last_write is not None:
             # Earlier status writes must not land after "destroyed".
@@ -462,6 +488,12 @@ class Supervisor:
             if ipam_kv is not None and ipam_kv.value == self.machine_id:
                 ops.append(Delete(ipam_key(record.ip_index)))
             ops.append(Delete(lease_key(self.app, self.machine_id)))
+            compares = [Compare.unchanged(alloc_kv, alloc_key)]
+            for volume_id in _volumes(record):
+                detach = await self._detach(volume_id)
+                if detach is not None:
+                    compares.append(detach[0])
+                    ops.append(detach[1])
             if app_exists:
                 event = self._event("destroy", "destroyed", "user")
                 destroyed = self._moved(
@@ -472,7 +504,6 @@ class Supervisor:
             else:
                 # The app is gone: nothing will ever list this machine again.
                 ops.extend(self._forget_ops())
-            compares = [Compare.unchanged(alloc_kv, alloc_key)]
             if (await store.txn(compares, ops)).succeeded:
                 break
         if app_exists:
@@ -483,6 +514,17 @@ class Supervisor:
             self._ctx.tailer.stop(self.machine_id)
         if self._ctx.logs is not None:
             self._ctx.logs.event(self.machine_id, "destroy: destroyed")
+
+    async def _detach(self, volume_id: str) -> tuple[Compare, Put] | None:
+        key = volume_key(self.app, volume_id)
+        kv = await self._ctx.store.get(key)
+        if kv is None:
+            return None
+        volume = VolumeRecord.from_json(kv.value)
+        if volume.attached_machine_id != self.machine_id:
+            return None
+        detached = dataclasses.replace(volume, attached_machine_id=None)
+        return Compare.unchanged(kv, key), Put(key, detached.to_json())
 
     def _forget_ops(self) -> list[Put | Delete]:
         return forget_ops(self.app, self.machine_id)
@@ -728,6 +770,10 @@ def describe(event: Event) -> str:
 
 def _config(record: MachineRecord) -> MachineConfig:
     return MachineConfig.model_validate(record.config)
+
+
+def _volumes(record: MachineRecord) -> list[str]:
+    return [m.volume for m in _config(record).mounts or [] if m.volume]
 
 
 def _exit_info(exit_status: ExitStatus, *, requested: bool, ran_for: float) -> dict[str, Any]:

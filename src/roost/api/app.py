@@ -24,6 +24,7 @@ from roost.api.host_routes import router as hosts_router
 from roost.api.io_routes import router as io_router
 from roost.api.routes import router
 from roost.api.services import Services
+from roost.api.volume_routes import router as volumes_router
 from roost.spec import ids
 
 log = logging.getLogger("roost.api")
@@ -41,6 +42,7 @@ def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) 
     app.state.services = services
     app.include_router(router)
     app.include_router(io_router)
+    app.include_router(volumes_router)
     app.include_router(hosts_router)
     app.include_router(dashboard_router)
 

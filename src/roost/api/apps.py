@@ -1,4 +1,4 @@
-"""Apps: named groups of machines."""
+"""Apps: named groups of machines (and their volumes)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from roost.api.errors import AppNotFound, BadRequest, NameTaken, PreconditionFai
 from roost.api.machines import ACTIVE_STATES, Machines
 from roost.api.schemas import CreateAppRequest
 from roost.api.views import app_view
+from roost.api.volumes import Volumes
 from roost.spec import ids
 from roost.store import Compare, Put, Store
 from roost.store.records import (
@@ -24,17 +25,23 @@ from roost.store.records import (
 
 class Apps:
     def __init__(
-        self, store: Store, machines: Machines, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        machines: Machines,
+        *,
+        volumes: Volumes | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._machines = machines
+        self._volumes = volumes
         self._clock = clock
 
     async def list(self, org_slug: str | None) -> dict[str, Any]:
         apps = [App.from_json(kv.value) for kv in (await self._store.range("/apps/")).kvs]
         if org_slug:
             apps = [a for a in apps if a.org_slug == org_slug]
-        views = [app_view(a, await self._machine_count(a.name)) for a in apps]
+        views = [await self._view(a) for a in apps]
         return {"apps": views, "total_apps": len(views)}
 
     async def create(self, req: CreateAppRequest) -> dict[str, Any]:
@@ -66,10 +73,11 @@ class Apps:
         kv = await self._store.get(app_key(name))
         if kv is None:
             raise AppNotFound(name)
-        return app_view(App.from_json(kv.value), await self._machine_count(name))
+        return await self._view(App.from_json(kv.value))
 
     async def delete(self, name: str, *, force: bool) -> None:
-        """Delete an app; its machines are destroyed (running ones only with force)."""
+        """Delete an app; its machines are destroyed (running ones only with force), and
+        its volumes with them."""
         if await self._store.get(app_key(name)) is None:
             raise AppNotFound(name)
         live = await self._live_machines(name)
@@ -81,6 +89,8 @@ class Apps:
             )
         for record, _ in live:
             await self._machines.destroy(name, record.id, None, force=True, lease_gated=False)
+        if self._volumes is not None:
+            await self._volumes.destroy_all(name)
         await self._store.delete(app_key(name))
 
     async def _live_machines(self, app: str) -> list[tuple[MachineRecord, MachineStatus | None]]:
@@ -93,5 +103,7 @@ class Apps:
             out.append((record, MachineStatus.from_json(status_kv.value) if status_kv else None))
         return out
 
-    async def _machine_count(self, app: str) -> int:
-        return len(await self._live_machines(app))
+    async def _view(self, app: App) -> dict[str, Any]:
+        machines = len(await self._live_machines(app.name))
+        volumes = await self._volumes.count(app.name) if self._volumes is not None else 0
+        return app_view(app, machines, volumes)

@@ -8,13 +8,15 @@
     ├── NotFound                  404
     │   ├── AppNotFound                "app not found"
     │   ├── MachineNotFound            "machine not found"
+    │   ├── VolumeNotFound             "volume not found"
     │   └── LeaseNotFound              "lease not found"
     ├── Timeout                   408  deadline_exceeded (wait)
     ├── Conflict                  409
     │   ├── LeaseHeld                  aborted: ... lease currently held by ...
     │   └── VersionConflict            current_version is stale
     ├── PreconditionFailed        412  failed_precondition
-    │   └── InsufficientCapacity       status: insufficient_capacity
+    │   ├── InsufficientCapacity       status: insufficient_capacity
+    │   └── VolumeHostFull             status: volume_placement_capacity
     └── Unprocessable             422
         └── NameTaken                  status: name_taken
 
@@ -67,6 +69,12 @@ class MachineNotFound(NotFound):
         self.machine_id = machine_id
 
 
+class VolumeNotFound(NotFound):
+    def __init__(self, volume_id: str = "") -> None:
+        super().__init__("volume not found")
+        self.volume_id = volume_id
+
+
 class LeaseNotFound(NotFound):
     def __init__(self) -> None:
         super().__init__("lease not found")
@@ -94,6 +102,12 @@ class PreconditionFailed(APIError):
 
 class InsufficientCapacity(PreconditionFailed):
     status = "insufficient_capacity"
+
+
+class VolumeHostFull(PreconditionFailed):
+    """A machine with a volume must run on the volume's host, and that host has no room."""
+
+    status = "volume_placement_capacity"
 
 
 class Unprocessable(APIError):

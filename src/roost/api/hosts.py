@@ -121,11 +121,12 @@ def _view(
         "address": host.address,
         "proxy": proxy.address if proxy else None,
         "driver": host.driver,
-        "capacity": {"cpus": host.cpus, "memory_mb": host.memory_mb},
+        "capacity": {"cpus": host.cpus, "memory_mb": host.memory_mb, "disk_gb": host.disk_gb},
         "allocated": {
             "cpus": allocation.cpus,
             "memory_mb": allocation.memory_mb,
             "machines": allocation.machines,
+            "disk_gb": allocation.disk_gb,
         },
         "machines": machines,
         "registered_at": host.registered_at,

@@ -4,7 +4,8 @@ The API only records intent: a new desired state, a bumped ``generation`` and th
 ``action`` that caused it. The host's agent watches its machines and applies every
 generation exactly once, writing the actual state back to ``/status``. So a crash of
 the API after a write loses nothing, and a crash before it leaves nothing half-done:
-every write a call makes (machine, capacity, address, name, lease) commits together.
+every write a call makes (machine, capacity, address, name, lease, the volume it
+mounts) commits together.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from roost.api.errors import (
 )
 from roost.api.leases import DEFAULT_TTL, check_nonce, live_lease
 from roost.api.names import machine_name
-from roost.api.placement import Placement, parse_regions
+from roost.api.placement import ANY, Placement, parse_regions
 from roost.api.schemas import CreateMachineRequest, UpdateMachineRequest
 from roost.api.views import event_view, host_status, lease_view, machine_view, rfc3339
+from roost.api.volumes import attachment, mounted_volumes
 from roost.cluster import alive_hosts
 from roost.images.base import InvalidReference
 from roost.images.ref import parse_reference
@@ -139,9 +141,16 @@ class Machines:
                         "choose another name"
                     )
                 continue
-            candidates = await self._placement.candidates(
-                regions, guest.cpus, guest.memory_mb, app=app
-            )
+            volume = await attachment(self._store, app, config, None)
+            if volume is None:
+                candidates = await self._placement.candidates(
+                    regions, guest.cpus, guest.memory_mb, app=app
+                )
+            else:
+                _check_volume_region(req.region, regions, volume.volume.region)
+                candidates = [
+                    await self._placement.volume_host(volume.volume, guest.cpus, guest.memory_mb)
+                ]
             index = await self._free_ip_index()
             address = self._addressing.address(index)
             ipv4, ipv6 = str(address.v4), str(address.v6)
@@ -188,17 +197,19 @@ class Machines:
             if req.lease_ttl:
                 lease = self._new_lease(caller, req.lease_ttl, "machine create", version, now)
                 puts.append(Put(lease_key(app, mid), lease.to_json()))
-            result = await self._store.txn(
-                [
-                    Compare(app_key(app), "create_revision", ">", 0),
-                    Compare.absent(machine_key(app, mid)),
-                    Compare.absent(mid_key(mid)),
-                    Compare.absent(name_key(app, name)),
-                    Compare.absent(ipam_key(index)),
-                    Compare.unchanged(chosen.allocation_kv, hostalloc_key(chosen.host.id)),
-                ],
-                puts,
-            )
+            compares = [
+                Compare(app_key(app), "create_revision", ">", 0),
+                Compare.absent(machine_key(app, mid)),
+                Compare.absent(mid_key(mid)),
+                Compare.absent(name_key(app, name)),
+                Compare.absent(ipam_key(index)),
+                Compare.unchanged(chosen.allocation_kv, hostalloc_key(chosen.host.id)),
+            ]
+            if volume is not None:
+                unchanged, attach = volume.ops(mid)
+                compares.append(unchanged)
+                puts.append(attach)
+            result = await self._store.txn(compares, puts)
             if result.succeeded:
                 return machine_view(record, status, nonce=lease.nonce if lease else None)
             if await self._store.get(app_key(app)) is None:
@@ -330,6 +341,11 @@ class Machines:
                 )
             if req.name and req.name != record.name:
                 raise BadRequest("a machine's name cannot be changed by an update")
+            if mounted_volumes(record.config) != mounted_volumes(config.wire()):
+                raise BadRequest(
+                    "a machine's volume cannot be added, removed or swapped by an update; "
+                    "create a new machine to mount another volume"
+                )
             if snap.state == "replacing":
                 raise PreconditionFailed(
                     "failed_precondition: machine is being replaced; wait for it to settle"
@@ -739,6 +755,15 @@ def _waited(state: str, status: MachineStatus | None, record: MachineRecord) -> 
 
 def _version(version: str, config: dict[str, Any], stamp: str) -> str:
     return VersionRecord(version=version, config=config, created_at=stamp).to_json()
+
+
+def _check_volume_region(requested: str | None, regions: list[str], volume_region: str) -> None:
+    # Without a region the volume decides; with one, it must allow the volume's.
+    if requested and volume_region not in regions and ANY not in regions:
+        raise BadRequest(
+            f"the machine's volume is in region {volume_region}, not in {requested}; "
+            "a machine runs where its volume is"
+        )
 
 
 def _check_image(image: str) -> None:

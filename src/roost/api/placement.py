@@ -2,6 +2,11 @@
 alive, not cordoned and have room, and order them so an app's machines spread: hosts
 with the fewest machines of this app first, then the most free memory, then at random.
 
+A machine that mounts a volume has no choice: it goes on the volume's host or nowhere.
+A new volume goes to one region (no expressions: it stays there), on the host with room
+that holds the fewest volumes of the same name (Fly's unique zones, as a preference),
+then the most free disk.
+
 Capacity is reserved by the caller in the same store transaction that writes the
 machine (compare-and-swap on the host's ``/hostalloc`` key), so two concurrent creates
 can never both take the last slot; a lost race simply re-runs placement.
@@ -12,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from roost.api.errors import BadRequest, InsufficientCapacity
+from roost.api.errors import BadRequest, InsufficientCapacity, VolumeHostFull
 from roost.cluster import alive_hosts
 from roost.store import KV, Store
 from roost.store.records import (
@@ -20,6 +25,9 @@ from roost.store.records import (
     Allocation,
     HostRecord,
     MachineRecord,
+    VolumeRecord,
+    alive_key,
+    host_key,
     hostalloc_key,
     machines_prefix,
 )
@@ -36,6 +44,13 @@ class Candidate:
     @property
     def free_memory_mb(self) -> int:
         return self.host.memory_mb - self.allocation.memory_mb
+
+    @property
+    def free_disk_gb(self) -> int:
+        return self.host.disk_gb - self.allocation.disk_gb
+
+    def fits(self, cpus: int, memory_mb: int) -> bool:
+        return self.free_memory_mb >= memory_mb and self.host.cpus - self.allocation.cpus >= cpus
 
 
 def parse_regions(expression: str | None, default: str) -> list[str]:
@@ -66,9 +81,7 @@ class Placement:
             pool = [
                 c
                 for c in hosts
-                if (region == ANY or c.host.region == region)
-                and c.free_memory_mb >= memory_mb
-                and c.host.cpus - c.allocation.cpus >= cpus
+                if (region == ANY or c.host.region == region) and c.fits(cpus, memory_mb)
             ]
             if pool:
                 ties = {c.host.id: self._rng.random() for c in pool}
@@ -81,6 +94,50 @@ class Placement:
             f"insufficient resources to create a machine with {cpus} cpu(s) and "
             f"{memory_mb} MB in region(s) {', '.join(tried)}"
             + (f"; regions with live hosts: {', '.join(known)}" if known else "; no live hosts")
+        )
+
+    async def volume_host(self, volume: VolumeRecord, cpus: int, memory_mb: int) -> Candidate:
+        """The volume's host, if a machine of this size may start there now."""
+        kv = await self._store.get(host_key(volume.host_id))
+        alive = await self._store.get(alive_key(volume.host_id)) is not None
+        why = ""
+        if kv is None or not alive:
+            why = "is down"
+        else:
+            host = HostRecord.from_json(kv.value)
+            alloc_kv = await self._store.get(hostalloc_key(host.id))
+            allocation = Allocation.from_json(alloc_kv.value) if alloc_kv else Allocation()
+            candidate = Candidate(host, allocation, alloc_kv)
+            if host.cordoned:
+                why = "is cordoned"
+            elif not candidate.fits(cpus, memory_mb):
+                why = f"has no room for {cpus} cpu(s) and {memory_mb} MB"
+            else:
+                return candidate
+        raise VolumeHostFull(
+            "insufficient resources to create new machine with existing volume: volume "
+            f"{volume.id} is on host {volume.host_id} (region {volume.region}), which {why}; "
+            f"fork it onto another host (`roost volumes fork {volume.id}`) and mount the fork"
+        )
+
+    async def new_volume_host(
+        self, region: str, size_gb: int, *, same_name: dict[str, int]
+    ) -> Candidate:
+        """The host for a new volume in ``region``; ``same_name`` counts, per host, the
+        app's volumes with the new one's name."""
+        hosts = await self._hosts()
+        pool = [c for c in hosts if c.host.region == region and c.free_disk_gb >= size_gb]
+        if not pool:
+            known = sorted({c.host.region for c in hosts if c.host.disk_gb})
+            raise InsufficientCapacity(
+                f"insufficient capacity: no live host in region {region} has {size_gb} GB "
+                "free for a volume"
+                + (f"; regions that keep volumes: {', '.join(known)}" if known else "")
+            )
+        ties = {c.host.id: self._rng.random() for c in pool}
+        return min(
+            pool,
+            key=lambda c: (same_name.get(c.host.id, 0), -c.free_disk_gb, ties[c.host.id]),
         )
 
     async def _hosts(self) -> list[Candidate]:

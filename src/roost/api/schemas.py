@@ -9,6 +9,9 @@ from pydantic import AliasChoices, BeforeValidator, Field, StrictBool, StrictInt
 from roost.spec.config import Duration, MachineConfig, WireModel
 from roost.spec.signals import SIGNAL_NAMES, STOP_SIGNAL_NAMES, parse_signal
 
+MAX_VOLUME_GB = 500
+"""Fly's largest volume."""
+
 
 def _signal_number(allowed: tuple[str, ...]) -> Any:
     def check(value: Any) -> int:
@@ -76,3 +79,32 @@ class ExecRequest(WireModel):
     timeout: StrictInt | None = None
     container: str | None = None
     machine: StrictBool | None = None
+
+
+class CreateVolumeRequest(WireModel):
+    name: str
+    region: str | None = None
+    size_gb: Annotated[StrictInt, Field(ge=1, le=MAX_VOLUME_GB)] | None = None
+    """Default: the snapshot's size when restoring, else 3 (Fly's default)."""
+    snapshot_id: str | None = None
+    source_volume_id: str | None = None
+    """Fork: snapshot this volume and restore the snapshot into the new one."""
+    snapshot_retention: Annotated[StrictInt, Field(ge=1, le=60)] | None = None
+    fstype: str | None = None
+    # Accepted so Fly clients work, and ignored: volumes are never encrypted, never
+    # snapshotted on a schedule, and spread across hosts (zones) only as a preference.
+    encrypted: StrictBool | None = None
+    auto_backup_enabled: StrictBool | None = None
+    require_unique_zone: StrictBool | None = None
+    unique_zone_app_wide: StrictBool | None = None
+    compute: dict[str, Any] | None = None
+    compute_image: str | None = None
+
+
+class UpdateVolumeRequest(WireModel):
+    snapshot_retention: Annotated[StrictInt, Field(ge=1, le=60)] | None = None
+    auto_backup_enabled: StrictBool | None = None
+
+
+class ExtendVolumeRequest(WireModel):
+    size_gb: Annotated[StrictInt, Field(ge=1, le=MAX_VOLUME_GB)]

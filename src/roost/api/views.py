@@ -5,11 +5,25 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from roost.store.records import App, Event, LeaseRecord, MachineRecord, MachineStatus
+from roost.store.records import (
+    App,
+    Event,
+    LeaseRecord,
+    MachineRecord,
+    MachineStatus,
+    SnapshotRecord,
+    VolumeRecord,
+)
 
 
 def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339_ms(seconds: float) -> str:
+    """As Fly writes volume times: with milliseconds."""
+    stamp = datetime.fromtimestamp(seconds, UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 
 def machine_state(record: MachineRecord, status: MachineStatus | None) -> str:
@@ -80,13 +94,13 @@ def event_view(event: Event) -> dict[str, Any]:
     }
 
 
-def app_view(app: App, machine_count: int) -> dict[str, Any]:
+def app_view(app: App, machine_count: int, volume_count: int = 0) -> dict[str, Any]:
     return {
         "id": app.id,
         "name": app.name,
         "status": "deployed" if machine_count else "pending",
         "machine_count": machine_count,
-        "volume_count": 0,
+        "volume_count": volume_count,
         "network": app.network,
         "organization": {"name": app.org_slug, "slug": app.org_slug},
     }
@@ -102,4 +116,51 @@ def lease_view(lease: LeaseRecord) -> dict[str, Any]:
             "description": lease.description,
             "version": lease.version,
         },
+    }
+
+
+def volume_view(
+    volume: VolumeRecord, *, host_status: str = "ok", summary: bool = False
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": volume.id,
+        "name": volume.name,
+        "state": volume.state,
+        "size_gb": volume.size_gb,
+        "region": volume.region,
+        "zone": volume.zone,
+        "encrypted": volume.encrypted,
+        "attached_machine_id": volume.attached_machine_id,
+        "attached_alloc_id": None,
+        "created_at": volume.created_at,
+        "host_status": host_status,
+        "fstype": volume.fstype,
+        "snapshot_retention": volume.snapshot_retention,
+        "auto_backup_enabled": volume.auto_backup_enabled,
+        "type": "local",
+    }
+    if summary:
+        return out
+    out.update(
+        block_size=volume.block_size,
+        blocks=volume.blocks,
+        blocks_free=volume.blocks_free,
+        blocks_avail=volume.blocks_avail,
+        bytes_total=volume.blocks * volume.block_size,
+        bytes_used=(volume.blocks - volume.blocks_free) * volume.block_size,
+    )
+    if volume.error:
+        out["error"] = volume.error
+    return out
+
+
+def snapshot_view(snapshot: SnapshotRecord) -> dict[str, Any]:
+    return {
+        "id": snapshot.id,
+        "size": snapshot.size,
+        "volume_size": snapshot.volume_size,
+        "digest": snapshot.digest,
+        "created_at": snapshot.created_at,
+        "status": snapshot.status,
+        "retention_days": snapshot.retention_days,
     }

@@ -209,8 +209,42 @@ class Client:
             timeout=timeout + WAIT_SLACK,
         )
 
+    def cordon_machine(self, app: str, machine_id: str, *, nonce: str | None = None) -> None:
+        self._call("POST", _machine(app, machine_id, "cordon"), nonce=nonce)
+
+    def uncordon_machine(self, app: str, machine_id: str, *, nonce: str | None = None) -> None:
+        self._call("POST", _machine(app, machine_id, "uncordon"), nonce=nonce)
+
     def list_events(self, app: str, machine_id: str, *, limit: int = 20) -> list[JSONObject]:
         return self._call("GET", _machine(app, machine_id, "events"), params={"limit": limit})
+
+    # -- volumes ------------------------------------------------------------------------
+
+    def list_volumes(self, app: str) -> list[JSONObject]:
+        return self._call("GET", _path("apps", app, "volumes"))
+
+    def get_volume(self, app: str, volume_id: str) -> JSONObject:
+        return self._call("GET", _path("apps", app, "volumes", volume_id))
+
+    def create_volume(self, app: str, request: JSONObject) -> JSONObject:
+        return self._call("POST", _path("apps", app, "volumes"), json=request)
+
+    def update_volume(self, app: str, volume_id: str, request: JSONObject) -> JSONObject:
+        return self._call("PUT", _path("apps", app, "volumes", volume_id), json=request)
+
+    def extend_volume(self, app: str, volume_id: str, size_gb: int) -> JSONObject:
+        path = _path("apps", app, "volumes", volume_id, "extend")
+        return self._call("PUT", path, json={"size_gb": size_gb})
+
+    def destroy_volume(self, app: str, volume_id: str) -> JSONObject:
+        return self._call("DELETE", _path("apps", app, "volumes", volume_id))
+
+    def list_snapshots(self, app: str, volume_id: str) -> list[JSONObject]:
+        return self._call("GET", _path("apps", app, "volumes", volume_id, "snapshots"))
+
+    def create_snapshot(self, app: str, volume_id: str) -> JSONObject | None:
+        """The new snapshot (``pending``); None from servers that answer Fly's empty 200."""
+        return self._call("POST", _path("apps", app, "volumes", volume_id, "snapshots"))
 
     # -- hosts --------------------------------------------------------------------------
 

@@ -19,11 +19,13 @@ from roost.cli.client import authorization
 from roost.cli.machines import APP_ENV_VARS
 from roost.cli.session import Session, resolve_token
 
+SHELL = "/bin/sh"
+
 
 @click.command("console")
 @click.argument("machine_id")
 @click.option("-a", "--app", "app_name", envvar=list(APP_ENV_VARS), metavar="APP", help="App name.")
-@click.option("--command", "command", default="/bin/sh", show_default=True, help="What to run.")
+@click.option("--command", "command", default=SHELL, show_default=True, help="What to run.")
 @click.pass_obj
 def console(session: Session, machine_id: str, app_name: str | None, command: str) -> None:
     """Open a shell in a running machine.
@@ -31,15 +33,20 @@ def console(session: Session, machine_id: str, app_name: str | None, command: st
     The terminal is the machine's (Ctrl-C included) until the shell exits; roost then
     exits with the shell's exit code.
     """
+    if not app_name:
+        raise click.ClickException("no app given: pass -a/--app or set ROOST_APP")
+    raise SystemExit(open_console(session, app_name, machine_id, command))
+
+
+def open_console(session: Session, app: str, machine_id: str, command: str = SHELL) -> int:
+    """Run ``command`` in the machine on this terminal until it exits; its exit code."""
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
-    if not app_name:
-        raise click.ClickException("no app given: pass -a/--app or set ROOST_APP")
     cols, rows = shutil.get_terminal_size()
     query = urlencode([("cols", cols), ("rows", rows), *(("command", c) for c in command.split())])
     base = session.api_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    url = f"{base}/v1/apps/{app_name}/machines/{machine_id}/console?{query}"
+    url = f"{base}/v1/apps/{app}/machines/{machine_id}/console?{query}"
     token = resolve_token(session.token, session.data_dir, os.environ)
     try:
         ws = connect(url, additional_headers={"Authorization": authorization(token)})
@@ -63,7 +70,7 @@ def console(session: Session, machine_id: str, app_name: str | None, command: st
             pass
     if ws.close_code not in (None, 1000):
         raise click.ClickException(ws.close_reason or f"console closed ({ws.close_code})")
-    raise SystemExit(exit_code)
+    return exit_code
 
 
 def _send_stdin(ws: object) -> None:

@@ -50,6 +50,9 @@ from roost.cli.wait import (
 )
 
 APP_ENV_VARS = ("ROOST_APP", "FLY_APP")
+SHELL_IMAGE = "127.0.0.1:5000/roost/busybox:latest"
+"""``run --shell``'s image: flyctl's is ubuntu; this one is in the server's own registry."""
+SHELL_KEEPALIVE = ["/bin/sleep", "inf"]
 # A new machine either comes up, or runs its command to the end before we look.
 LAUNCH_STATES = ("started", "stopped", "failed", "destroyed")
 EVENTS_SHOWN = 10
@@ -121,8 +124,14 @@ def machine() -> None:
 
 @machine.command("run")
 @app_command
-@click.argument("image")
+@click.argument("image", required=False)
 @click.argument("command", nargs=-1)
+@click.option(
+    "--shell",
+    is_flag=True,
+    help=f"Open a shell in the new machine and destroy it when the shell exits "
+    f"[default IMAGE: {SHELL_IMAGE}].",
+)
 @click.option("-n", "--name", help="Machine name (generated if omitted).")
 @click.option("-r", "--region", help="Region to place the machine in.")
 @guest_options
@@ -169,8 +178,9 @@ def machine() -> None:
 @wait_option
 def run(
     target: Target,
-    image: str,
+    image: str | None,
     command: tuple[str, ...],
+    shell: bool,
     name: str | None,
     region: str | None,
     vm_memory: int | None,
@@ -193,6 +203,12 @@ def run(
     wait_timeout: int,
 ) -> None:
     """Create a machine running IMAGE (with COMMAND, given after --) and wait for it."""
+    if shell:
+        if skip_start or detach:
+            raise click.UsageError("--shell needs the machine started: drop --skip-start/--detach")
+        image = image or SHELL_IMAGE
+    elif not image:
+        raise click.UsageError("Missing argument 'IMAGE'.")
     settings = service_settings(
         autostop, autostart, min_machines_running, soft_limit, hard_limit, concurrency_type
     )
@@ -207,10 +223,14 @@ def run(
         ports=port,
         guest=GuestFlags(vm_memory, vm_cpus, vm_cpu_kind),
         restart=restart,
-        auto_destroy=rm,
+        auto_destroy=rm or shell,
         service=settings,
     )
-    request: JSONObject = {"config": run_config(flags)}
+    config = run_config(flags)
+    if shell and not command:
+        # Something to keep the machine up while the shell is open; flyctl's choice.
+        config["init"]["exec"] = SHELL_KEEPALIVE
+    request: JSONObject = {"config": config}
     if name:
         request["name"] = name
     if region:
@@ -225,8 +245,31 @@ def run(
     if skip_start:
         click.echo(f"Start it with `roost machine start {created['id']} -a {target.app}`")
         return
-    if not detach:
+    if shell:
+        _shell(target, created, wait_timeout)
+    elif not detach:
         _await_launch(target, created, wait_timeout)
+
+
+def _shell(target: Target, created: JSONObject, timeout: int) -> None:
+    """A shell in the new machine on this terminal; the machine goes when the shell does."""
+    from roost.cli.console import open_console  # console imports this module
+
+    machine_id = created["id"]
+    try:
+        _await_launch(target, created, timeout)
+        session = click.get_current_context().ensure_object(Session)
+        exit_code = open_console(session, target.app, machine_id)
+    finally:
+        try:
+            with held_lease(target.client, target.app, machine_id) as nonce:
+                target.client.destroy_machine(target.app, machine_id, force=True, nonce=nonce)
+            click.echo(f"Machine {machine_id} destroyed", err=True)
+        except APIError as exc:
+            # auto_destroy may have been quicker: a machine that failed is gone already.
+            if exc.status != 404:
+                raise
+    raise SystemExit(exit_code)
 
 
 @machine.command("clone")

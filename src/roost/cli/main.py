@@ -31,13 +31,33 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "apps": ("roost.cli.apps", "apps", "Manage apps (named groups of machines)."),
     "console": ("roost.cli.console", "console", "Open a shell in a running machine."),
+    "deploy": (
+        "roost.cli.deploy",
+        "deploy",
+        "Roll a new release of the app out from its config file.",
+    ),
     "drill": ("roost.cli.drill", "drill", "Rehearse failures: cut hosts off, measure, restore."),
     "hosts": ("roost.cli.hosts", "hosts", "Show and cordon the fleet's hosts."),
+    "launch": (
+        "roost.cli.deploy",
+        "launch_app",
+        "Create an app from its config file (or from flags) and deploy it.",
+    ),
     "logs": ("roost.cli.logs", "logs", "Show the logs of an app's machines, following them."),
     "machine": ("roost.cli.machines", "machine", "Manage machines."),
     "proxy": ("roost.cli.proxy", "proxy", "Run the edge proxy on its own."),
+    "status": (
+        "roost.cli.status",
+        "status",
+        "Show the app's machines by process group, region and state, with their health.",
+    ),
+    "volumes": (
+        "roost.cli.volumes",
+        "volumes",
+        "Manage volumes: persistent disks that machines mount.",
+    ),
     "usage": ("roost.cli.usage", "usage", "Show what machines cost: running, stopped, stored."),
-    "scale": ("roost.cli.scale", "scale", "Change how many machines an app runs."),
+    "scale": ("roost.cli.scale", "scale", "Change how many machines an app runs, and their size."),
     "server": ("roost.cli.serve", "server", "Run the roost server (API, agent, proxy, registry)."),
 }
 

@@ -1,24 +1,36 @@
-"""``roost scale count``: set how many machines an app runs over a list of regions.
+"""``roost scale``: how many machines an app runs (``count``), and how big (``vm``, ``memory``).
 
-flyctl's rule (``count_machines.go``): the target is spread only over the listed
-regions (by default the regions the app already runs in); new machines are handed out
-round-robin over the regions in the given order starting with the first; extras are
-removed round-robin starting with the second, stopped machines first. Machines in
-other regions, and standbys, are left alone. Each create goes to exactly its region —
-no fallback — and the operation is all or nothing: if a create fails, the machines
-created so far are destroyed again.
+``count`` follows flyctl's rule (``count_machines.go``): the target is spread only over
+the listed regions (by default the regions the app already runs in); new machines are
+handed out round-robin over the regions in the given order starting with the first;
+extras are removed round-robin starting with the second, stopped machines first.
+Machines in other regions, and standbys, are left alone. Each create goes to exactly
+its region — no fallback — and the operation is all or nothing: if a create fails, the
+machines created so far are destroyed again. An app deployed with process groups is
+scaled one group at a time (``--process-group``); new machines copy that group's config.
+
+``vm`` and ``memory`` change the guest of every machine (of all groups, or one), as a
+rolling update: one machine at a time, each started and healthy before the next, the
+ones done so far rolled back if one fails. Stopped machines and standbys stay stopped.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import click
 
+from roost.appconfig.guest import SIZES, guest
 from roost.cli.client import APIError, Client, JSONObject
+from roost.cli.config import GuestFlags
 from roost.cli.machines import Target, app_command
 from roost.cli.output import confirm
+from roost.cli.release import Update, group_of, is_active
+from roost.cli.rollout import Pace, Rollout, StepFailed, rolling
+from roost.cli.views import guest_label
+from roost.cli.wait import DEFAULT_TIMEOUT
 
 ACTIVE = ("started", "starting", "created", "stopped", "suspended", "stopping", "failed")
 
@@ -38,9 +50,29 @@ class Plan:
         return out
 
 
+def process_group_option(fn: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "-g",
+        "--process-group",
+        metavar="GROUP",
+        help="Only the machines of this process group (fly_process_group metadata).",
+    )(fn)
+
+
+def wait_timeout_option(fn: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--wait-timeout",
+        type=click.IntRange(min=1),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long each machine may take to start and pass its checks.",
+    )(fn)
+
+
 @click.group("scale")
 def scale() -> None:
-    """Change how many machines an app runs."""
+    """Change how many machines an app runs, and their size."""
 
 
 @scale.command("count")
@@ -56,16 +88,26 @@ def scale() -> None:
 @click.option(
     "--max-per-region", type=click.IntRange(min=1), metavar="N", help="At most N per region."
 )
+@process_group_option
 @click.option("-y", "--yes", is_flag=True, help="Do it without asking.")
 def count(
-    target: Target, count: int, regions: str | None, max_per_region: int | None, yes: bool
+    target: Target,
+    count: int,
+    regions: str | None,
+    max_per_region: int | None,
+    process_group: str | None,
+    yes: bool,
 ) -> None:
-    """Run COUNT machines of the app over the listed regions."""
-    machines = [
-        m
-        for m in target.client.list_machines(target.app)
-        if m.get("state") in ACTIVE and not (m.get("config") or {}).get("standbys")
-    ]
+    """Run COUNT machines of the app (or of one process group) over the listed regions."""
+    machines = _group(
+        target,
+        [
+            m
+            for m in target.client.list_machines(target.app)
+            if m.get("state") in ACTIVE and not (m.get("config") or {}).get("standbys")
+        ],
+        process_group,
+    )
     listed = _regions(regions, machines)
     if max_per_region is not None and max_per_region * len(listed) < count:
         raise click.ClickException(
@@ -76,6 +118,8 @@ def count(
     if plan.empty:
         click.echo(f"App {target.app} already runs {count} machine(s) over {', '.join(listed)}")
         return
+    if process_group:
+        click.echo(f"Process group {process_group!r}:")
     click.echo("\n".join(plan.lines()))
     if not confirm("Scale the app?", yes=yes, can_ask=target.can_ask):
         return
@@ -91,6 +135,90 @@ def count(
             target.client.destroy_machine(target.app, machine_id, force=True)
             click.echo(f"Destroyed machine {machine_id}")
     click.echo(f"App {target.app} runs {count} machine(s) over {', '.join(listed)}")
+
+
+@scale.command("vm")
+@app_command
+@click.argument("size", metavar="SIZE")
+@click.option(
+    "--vm-memory", type=click.IntRange(min=1), metavar="MB", help="Memory instead of the size's."
+)
+@process_group_option
+@wait_timeout_option
+def vm(
+    target: Target, size: str, vm_memory: int | None, process_group: str | None, wait_timeout: int
+) -> None:
+    """Give the machines a new SIZE (shared-cpu-2x, performance-1x, ...), one at a time."""
+    if size not in SIZES:
+        raise click.BadParameter(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
+    new = guest(size, memory_mb=vm_memory)
+    _resize(target, lambda old: {**(old or {}), **new}, process_group, wait_timeout)
+
+
+@scale.command("memory")
+@app_command
+@click.argument("memory_mb", metavar="MB", type=click.IntRange(min=1))
+@process_group_option
+@wait_timeout_option
+def memory(target: Target, memory_mb: int, process_group: str | None, wait_timeout: int) -> None:
+    """Give the machines MB of memory, keeping their CPUs, one at a time."""
+    _resize(target, GuestFlags(memory_mb=memory_mb).apply, process_group, wait_timeout)
+
+
+def _resize(
+    target: Target,
+    resized: Callable[[JSONObject | None], JSONObject],
+    process_group: str | None,
+    wait_timeout: int,
+) -> None:
+    machines = [
+        m
+        for m in target.client.list_machines(target.app)
+        if is_active(m) and process_group in (None, group_of(m))
+    ]
+    if not machines:
+        where = f" in process group {process_group!r}" if process_group else ""
+        raise click.ClickException(f"app {target.app} has no machines{where} to resize")
+    updates = []
+    for m in machines:
+        config = m.get("config") or {}
+        new = resized(config.get("guest"))
+        if new != config.get("guest"):
+            updates.append(Update(m, {**config, "guest": new}))
+            click.echo(
+                f"Machine {m['id']}: {guest_label(config.get('guest'))} -> {guest_label(new)}"
+            )
+    if not updates:
+        click.echo(f"The machines of app {target.app} already have that size")
+        return
+    rollout = Rollout(target.client, target.app, Pace(timeout=wait_timeout))
+    try:
+        rolling(rollout, updates)
+    except StepFailed as exc:
+        click.echo(f"\n{rollout.summary()}")
+        raise click.ClickException(f"resizing failed: {exc}; {exc.aftermath}") from None
+    click.echo(f"\n{rollout.summary()}")
+
+
+def _group(target: Target, machines: list[JSONObject], group: str | None) -> list[JSONObject]:
+    """The machines of ``group``; without one, the app must not have several groups."""
+    groups = sorted({group_of(m) for m in machines})
+    if group is None:
+        if len(groups) > 1:
+            named = ", ".join(g or "(none)" for g in groups)
+            raise click.ClickException(
+                f"app {target.app} has several process groups ({named}); "
+                "pick one with --process-group"
+            )
+        return machines
+    chosen = [m for m in machines if group_of(m) == group]
+    if not chosen:
+        have = f" (it has {', '.join(g for g in groups if g)})" if any(groups) else ""
+        raise click.ClickException(
+            f"app {target.app} has no machines in process group {group!r}{have}; "
+            "deploy the group first (`roost deploy`)"
+        )
+    return chosen
 
 
 def plan_count(

@@ -45,7 +45,9 @@ async def serve_agent(config: AgentConfig) -> None:
         config.host.endpoint = advertise
         host = await HostStack.start(config.host, store, Registry())
         stack.push_async_callback(host.close)
-        endpoint = create_endpoint(host.link, await cluster_secret(store))
+        endpoint = create_endpoint(
+            host.link, await cluster_secret(store), snapshots=host.volume_files
+        )
         server = await serve_endpoint(endpoint, config.listen)
         stack.push_async_callback(server.close)
         log.info(

@@ -1,4 +1,5 @@
-"""The API's share of the platform: auth, apps, machines, hosts, and a link to them.
+"""The API's share of the platform: auth, apps, machines, volumes, hosts, and a link to
+them.
 
 Used by ``roost server`` (linked to its own agent in process) and by ``roost api``
 (linked to every host's agent endpoint over HTTP, and standing for election as the
@@ -26,6 +27,7 @@ from roost.api.machines import Machines
 from roost.api.placement import Placement
 from roost.api.remote import RemoteHosts
 from roost.api.services import Services
+from roost.api.volumes import Volumes
 from roost.cluster import cluster_secret
 from roost.controller.election import Election
 from roost.controller.failover import Failover
@@ -54,14 +56,17 @@ class ApiStack:
     ) -> None:
         self.store = store
         self.auth = Authenticator(store, static_tokens=[os.environ.get("ROOST_API_TOKEN", "")])
-        self.machines = Machines(store, Placement(store), addressing, region=region)
+        placement = Placement(store)
+        self.machines = Machines(store, placement, addressing, region=region)
+        self.volumes = Volumes(store, placement, region=region)
         self.services = Services(
-            apps=Apps(store, self.machines),
+            apps=Apps(store, self.machines, volumes=self.volumes),
             machines=self.machines,
             auth=self.auth,
             io=MachineIO(self.machines, link),
             metrics=metrics,
             hosts=Hosts(store, link),
+            volumes=self.volumes,
         )
 
     async def serve(self, listen: str, ready: Callable[[], bool]) -> AsgiServer:

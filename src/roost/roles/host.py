@@ -9,17 +9,19 @@ Used by ``roost server`` (with the API in the same process) and by ``roost agent
     DATA/agent/runc/       runc's state directory
     DATA/agent/logs/       machine logs
     DATA/images/           image blobs and unpacked rootfs
+    DATA/volumes/          volume images, their mounts and snapshots (roost.volumes.images)
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from roost.agent.logs import ConsoleTailer, LogStore
 from roost.agent.metrics import AgentMetrics
 from roost.agent.supervisor import AgentContext
 from roost.agent.usage import UsageLedger
+from roost.agent.volumes import RemoteSnapshots, VolumeAgent
 from roost.images.registry import RegistryClient
 from roost.images.store import ImageStore
 from roost.metrics import Registry
@@ -37,9 +40,12 @@ from roost.net.host import HostNetwork
 from roost.net.ipam import MachineAddressing
 from roost.net.machine import MachineNetworks
 from roost.roles.serving import RoleError
-from roost.runtime import RuncDriver, select_driver, set_child_subreaper
+from roost.runtime import Driver, RuncDriver, select_driver, set_child_subreaper
 from roost.store import Store
 from roost.store.records import HostRecord
+from roost.volumes import images as volume_images
+
+log = logging.getLogger("roost.agent")
 
 
 def default_data_dir() -> Path:
@@ -68,6 +74,8 @@ class HostConfig:
     """Schedulable CPUs; 0 = 8 per core (shared CPUs are overcommitted)."""
     memory_mb: int = 0
     """Schedulable memory; 0 = the host's memory minus 512 MB."""
+    disk_gb: int = 0
+    """Room for volumes; 0 = the free space of the data dir's filesystem."""
     endpoint: str = ""
     """Where the API reaches this host's agent (``host:port``); empty in one process."""
     alive_ttl: float = ALIVE_TTL
@@ -83,6 +91,8 @@ class HostStack:
         self._stack = contextlib.AsyncExitStack()
         self.agent: Agent
         self.link: LocalHost
+        self.volume_files: volume_images.LoopVolumes | None = None
+        """Where this host's volume snapshots are read from, for other hosts."""
         self.addressing = MachineAddressing(config.v4_subnet, config.v6_subnet)
 
     @classmethod
@@ -117,6 +127,12 @@ class HostStack:
                 cfg.bridge, self.addressing, cfg.unreachable_v4, cfg.unreachable_v6
             ).setup()
             networks = MachineNetworks(cfg.bridge, self.addressing, cfg.netns_prefix)
+            if volume_images.supported():
+                self.volume_files = volume_images.LoopVolumes(data / "volumes")
+            else:
+                log.warning(
+                    "this host keeps no volumes: they need %s", ", ".join(volume_images.TOOLS)
+                )
 
         client = RegistryClient(insecure=list(cfg.insecure_registries))
         self._stack.push_async_callback(client.aclose)
@@ -137,6 +153,15 @@ class HostStack:
             memory_mb=cfg.memory_mb or _memory_mb(),
             driver=driver.name,
         )
+        volumes = None
+        if self.volume_files is not None:
+            host.disk_gb = cfg.disk_gb or self.volume_files.capacity_gb()
+            host.online_resize = volume_images.online_resize()
+            source = RemoteSnapshots(store)
+            self._stack.push_async_callback(source.aclose)
+            volumes = VolumeAgent(
+                store, host, self.volume_files, running=_running(driver), source=source
+            )
         self.agent = Agent(
             AgentContext(
                 store=store,
@@ -149,6 +174,7 @@ class HostStack:
                 logs=logs,
                 tailer=ConsoleTailer(logs),
                 usage=usage,
+                volumes=volumes,
             ),
             alive_ttl=cfg.alive_ttl,
         )
@@ -178,6 +204,13 @@ def lock_data_dir(data_dir: Path) -> Callable[[], None]:
             f"another roost process is using {data_dir}; stop it or pick another --data-dir"
         ) from None
     return lambda: os.close(fd)
+
+
+def _running(driver: Driver) -> Callable[[str], Awaitable[bool]]:
+    async def running(machine_id: str) -> bool:
+        return (await driver.inspect(machine_id)).state == "running"
+
+    return running
 
 
 def _host_id(data: Path) -> str:

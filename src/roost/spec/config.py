@@ -180,6 +180,13 @@ class MachineMount(WireModel):
     min_add_size_gb: StrictInt | None = None
     size_gb_limit: StrictInt | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _mount_point(cls, value: str) -> str:
+        if not value.startswith("/") or value == "/" or "\x00" in value or "/../" in f"{value}/":
+            raise ValueError("path must be an absolute path other than / and without '..'")
+        return value
+
 
 class MachineFile(WireModel):
     guest_path: str

@@ -2,8 +2,9 @@
 
 Machine ids are 14 lowercase hex characters; versions, instance ids and event ids are
 26-character ULIDs (time-ordered, so sorting them sorts by creation); lease nonces are
-12 hex characters. None of them encode the host, so a machine keeps its id wherever it
-runs.
+12 hex characters; volume ids are ``vol_`` and snapshot ids ``vs_`` followed by 16
+lowercase letters and digits. None of them encode the host, so a machine keeps its id
+wherever it runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ _MACHINE_ID = re.compile(r"^[0-9a-f]{14}$")
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _APP_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
+_VOLUME_ID = re.compile(r"^vol_[a-z0-9]{16}$")
+_SNAPSHOT_ID = re.compile(r"^vs_[a-z0-9]{16}$")
+_VOLUME_NAME = re.compile(r"^[a-z0-9_]{1,30}$")
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 _last = [0, 0]
@@ -58,8 +63,19 @@ def lease_nonce() -> str:
 
 
 def app_id() -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "".join(secrets.choice(alphabet) for _ in range(16))
+    return _alnum(16)
+
+
+def volume_id() -> str:
+    return "vol_" + _alnum(16)
+
+
+def snapshot_id() -> str:
+    return "vs_" + _alnum(16)
+
+
+def _alnum(length: int) -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(length))
 
 
 def is_machine_id(value: str) -> bool:
@@ -77,3 +93,16 @@ def is_app_name(value: str) -> bool:
 
 def is_metadata_key(value: str) -> bool:
     return bool(_METADATA_KEY.match(value))
+
+
+def is_volume_id(value: str) -> bool:
+    return bool(_VOLUME_ID.match(value))
+
+
+def is_snapshot_id(value: str) -> bool:
+    return bool(_SNAPSHOT_ID.match(value))
+
+
+def is_volume_name(value: str) -> bool:
+    """Fly's rule: up to 30 lowercase letters, digits and underscores."""
+    return bool(_VOLUME_NAME.match(value))

@@ -18,6 +18,9 @@ Key layout (every component reads these through the helpers below)::
                                                         agent endpoints); never leaves the fleet
     /controller                         holder          the elected controller, on a TTL lease
     /hostalloc/{host}                   Allocation      capacity reserved on a host
+    /volumes/{app}/{vol_id}             VolumeRecord    a volume: written by the api (intent),
+                                                        its host's agent (progress), both CAS
+    /volsnaps/{vol_id}/{snap_id}        SnapshotRecord  a volume's snapshots; they outlive it
     /ipam/{index}                       machine id      private address allocations
     /tokens/{sha256}                    TokenRecord     API tokens, stored hashed
 
@@ -157,6 +160,10 @@ class HostRecord(Record):
     registered_at: str = ""
     lost_at: str = ""
     """When the controller last declared the host lost; cleared when it joins again."""
+    disk_gb: int = 0
+    """Room for volumes (GB); 0 = this host keeps no volumes."""
+    online_resize: bool = False
+    """Whether volumes grow while their machine runs (else at its next start)."""
 
 
 @dataclass
@@ -172,6 +179,60 @@ class Allocation(Record):
     cpus: int = 0
     memory_mb: int = 0
     machines: int = 0
+    disk_gb: int = 0
+    """Reserved by volumes: their full size, though their image files are sparse."""
+
+
+@dataclass
+class VolumeRecord(Record):
+    """A volume: an ext4 image file on one host. The API records intent (``creating``
+    with its size, a bigger ``size_gb`` with ``extending``, ``destroying``, the attached
+    machine); the host's agent carries it out and moves the state on (see
+    ``roost.volumes.states``)."""
+
+    id: str
+    name: str
+    app: str
+    region: str
+    host_id: str
+    size_gb: int
+    state: str = "creating"
+    attached_machine_id: str | None = None
+    fstype: str = "ext4"
+    encrypted: bool = False
+    zone: str = ""
+    snapshot_retention: int = 5
+    """Days a snapshot of this volume is kept."""
+    auto_backup_enabled: bool = False
+    snapshot_id: str = ""
+    """The snapshot this volume is restored from (empty: a new, empty filesystem)."""
+    created_at: str = ""
+    error: str = ""
+    """Why the volume ``failed``."""
+    block_size: int = 0
+    blocks: int = 0
+    blocks_free: int = 0
+    blocks_avail: int = 0
+    """The filesystem's figures as its agent last read them (0 until then)."""
+
+
+@dataclass
+class SnapshotRecord(Record):
+    """A point-in-time copy of a volume's image, kept as a file on ``host_id``."""
+
+    id: str
+    volume_id: str
+    app: str
+    host_id: str
+    status: str = "pending"
+    size: int = 0
+    """Bytes of data the snapshot holds (its image file is sparse)."""
+    volume_size: int = 0
+    """The volume's size in bytes when taken; a restore needs at least this much."""
+    digest: str = ""
+    retention_days: int = 5
+    created_at: str = ""
+    error: str = ""
 
 
 @dataclass
@@ -260,6 +321,26 @@ CONTROLLER_KEY = "/controller"
 
 def hostalloc_key(host: str) -> str:
     return f"/hostalloc/{host}"
+
+
+VOLUMES_PREFIX = "/volumes/"
+SNAPSHOTS_PREFIX = "/volsnaps/"
+
+
+def volume_key(app: str, volume_id: str) -> str:
+    return f"/volumes/{app}/{volume_id}"
+
+
+def volumes_prefix(app: str | None = None) -> str:
+    return f"/volumes/{app}/" if app else VOLUMES_PREFIX
+
+
+def snapshot_key(volume_id: str, snapshot_id: str) -> str:
+    return f"/volsnaps/{volume_id}/{snapshot_id}"
+
+
+def snapshots_prefix(volume_id: str | None = None) -> str:
+    return f"/volsnaps/{volume_id}/" if volume_id else SNAPSHOTS_PREFIX
 
 
 def ipam_key(index: int) -> str:

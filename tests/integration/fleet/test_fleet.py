@@ -1,6 +1,7 @@
 """A fleet of three hosts in network namespaces (h1, h2 in ams; h3 in fra), each with an
 agent and a proxy, over a real etcd: placement, capacity, cross-host routing, a host
-killed under load, standbys, a returning host, and etcd going away."""
+killed under load, standbys, a returning host, etcd going away, and a volume's snapshot
+restored on another host."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from roost.drill.load import LoadGenerator, Sample
 from tests.fixtures.fleet import Fleet
-from tests.integration.platform.helpers import create, get, new_app, run, wait
+from tests.integration.platform.helpers import create, get, new_app, run, until, wait
 
 pytestmark = pytest.mark.root
 
@@ -265,3 +266,53 @@ def test_region_down_drill_cuts_every_host_of_the_region(fleet: Fleet, c: httpx.
     assert report["failed"] == 0, report
     unknown = fleet.cli("drill", "region-down", "syd", "-a", app, "--rps", "0")
     assert unknown.returncode == 1 and "no host is in region syd" in unknown.stderr
+
+
+def test_a_volume_snapshot_restores_on_a_host_in_another_region(
+    fleet: Fleet, c: httpx.Client
+) -> None:
+    app = new_app(c, "volumes")
+
+    def volume(volume_id: str) -> dict[str, Any]:
+        r = c.get(f"/v1/apps/{app}/volumes/{volume_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def mounting(volume_id: str) -> dict[str, Any]:
+        return {**worker(fleet), "mounts": [{"volume": volume_id, "path": "/data"}]}
+
+    def sh(machine_id: str, script: str) -> str:
+        r = c.post(
+            f"/v1/apps/{app}/machines/{machine_id}/exec",
+            json={"command": ["/bin/sh", "-c", script], "timeout": 20},
+        )
+        assert r.status_code == 200 and r.json()["exit_code"] == 0, r.text
+        return str(r.json()["stdout"])
+
+    r = c.post(f"/v1/apps/{app}/volumes", json={"name": "data", "region": "ams", "size_gb": 1})
+    assert r.status_code == 200, r.text
+    source = r.json()
+    assert source["zone"] in ("h1", "h2")
+    writer = run(c, app, mounting(source["id"]))
+    # A machine with a volume runs on the volume's host.
+    assert host_of(fleet, writer["id"]) == source["zone"]
+    sh(writer["id"], "echo written in ams > /data/file && sync")
+
+    r = c.post(f"/v1/apps/{app}/volumes/{source['id']}/snapshots")
+    assert r.status_code == 200, r.text
+    snapshot_id = r.json()["id"]
+    snapshots = f"/v1/apps/{app}/volumes/{source['id']}/snapshots"
+    until(lambda: c.get(snapshots).json()[0]["status"] == "created")
+
+    # Restored on h3: its agent streams the snapshot from the source host's agent.
+    r = c.post(
+        f"/v1/apps/{app}/volumes",
+        json={"name": "data", "region": "fra", "snapshot_id": snapshot_id},
+    )
+    assert r.status_code == 200, r.text
+    restored = r.json()
+    assert (restored["zone"], restored["size_gb"]) == ("h3", 1)
+    until(lambda: volume(restored["id"])["state"] == "created")
+    reader = run(c, app, mounting(restored["id"]))
+    assert host_of(fleet, reader["id"]) == "h3"
+    assert sh(reader["id"], "cat /data/file") == "written in ams\n"

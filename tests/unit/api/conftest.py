@@ -14,6 +14,7 @@ from roost.api.auth import Authenticator
 from roost.api.machines import Machines
 from roost.api.placement import Placement
 from roost.api.services import Services
+from roost.api.volumes import Volumes
 from roost.net.ipam import MachineAddressing
 from roost.store import SqliteStore
 from roost.store.records import HostRecord, MachineStatus, alive_key, host_key, status_key
@@ -43,8 +44,10 @@ class Api:
         await self.store.put(status_key(app, mid), status.to_json())
 
 
-async def add_host(store: SqliteStore, host_id: str, region: str, memory_mb: int = 4096) -> None:
-    host = HostRecord(id=host_id, region=region, cpus=16, memory_mb=memory_mb)
+async def add_host(
+    store: SqliteStore, host_id: str, region: str, memory_mb: int = 4096, disk_gb: int = 100
+) -> None:
+    host = HostRecord(id=host_id, region=region, cpus=16, memory_mb=memory_mb, disk_gb=disk_gb)
     await store.put(host_key(host_id), host.to_json())
     await store.put(alive_key(host_id), "1")
 
@@ -57,14 +60,21 @@ async def api() -> AsyncIterator[Api]:
     await add_host(store, "h1", "test")
     auth = Authenticator(store)
     token = await auth.create_token("tester")
+    placement = Placement(store)
     machines = Machines(
         store,
-        Placement(store),
+        placement,
         MachineAddressing("172.30.9.0/24", "fdaa:0:9::/64"),
         region="test",
         clock=clock,
     )
-    services = Services(apps=Apps(store, machines, clock=clock), machines=machines, auth=auth)
+    volumes = Volumes(store, placement, region="test", clock=clock)
+    services = Services(
+        apps=Apps(store, machines, volumes=volumes, clock=clock),
+        machines=machines,
+        auth=auth,
+        volumes=volumes,
+    )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(
         transport=transport,

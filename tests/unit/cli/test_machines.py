@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from roost.cli.machines import LAUNCH_STATES
+from roost.cli.machines import LAUNCH_STATES, SHELL_IMAGE
 from roost.cli.wait import STOPPED_STATES
 from tests.unit.cli.fakes import APP, MACHINE_PATH, MID, FakeAPI, RunCLI, leased, machine
 
@@ -169,6 +169,68 @@ def test_run_rejects_bad_flags(
     result = roost("machine", "run", "alpine", "-a", APP, *flag)
     assert result.exit_code == 2
     assert complaint in result.stderr
+    assert api.calls == []
+
+
+def shell_api(api: FakeAPI) -> None:
+    api.on("POST", MACHINES, (200, machine(state="created")))
+    api.on("GET", f"{MACHINE_PATH}/wait", started())
+    api.on("DELETE", MACHINE_PATH, (200, {"ok": True}))
+    leased(api)
+
+
+def test_run_shell_opens_a_console_then_destroys_the_machine(
+    roost: RunCLI, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from roost.cli import console
+
+    shell_api(api)
+    opened: list[tuple[str, str]] = []
+
+    def fake_console(session: object, app: str, machine_id: str) -> int:
+        opened.append((app, machine_id))
+        assert api.to("DELETE", MACHINE_PATH) == []
+        return 3
+
+    monkeypatch.setattr(console, "open_console", fake_console)
+    result = roost("machine", "run", "--shell", "-a", APP)
+    assert result.exit_code == 3, result.output
+    assert opened == [(APP, MID)]
+    config = api.to("POST", MACHINES)[0].body["config"]
+    assert config["image"] == SHELL_IMAGE
+    assert config["init"] == {"exec": ["/bin/sleep", "inf"]}
+    assert config["auto_destroy"] is True and config["restart"] == {"policy": "no"}
+    (destroy,) = api.to("DELETE", MACHINE_PATH)
+    assert destroy.params["force"] == ["true"]
+    assert destroy.headers["fly-machine-lease-nonce"] == NONCE
+    assert f"Machine {MID} destroyed" in result.stderr
+
+
+def test_run_shell_destroys_the_machine_when_the_console_fails(
+    roost: RunCLI, api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import click
+
+    from roost.cli import console
+
+    shell_api(api)
+
+    def refused(session: object, app: str, machine_id: str) -> int:
+        raise click.ClickException("the console was refused: HTTP 403")
+
+    monkeypatch.setattr(console, "open_console", refused)
+    result = roost("machine", "run", "alpine", "--shell", "-a", APP, "--", "sleep", "600")
+    assert result.exit_code == 1
+    assert "the console was refused" in result.stderr
+    assert api.to("POST", MACHINES)[0].body["config"]["init"] == {"cmd": ["sleep", "600"]}
+    assert len(api.to("DELETE", MACHINE_PATH)) == 1
+
+
+def test_run_needs_an_image_without_shell(roost: RunCLI, api: FakeAPI) -> None:
+    result = roost("machine", "run", "-a", APP)
+    assert result.exit_code == 2 and "Missing argument 'IMAGE'" in result.stderr
+    detached = roost("machine", "run", "--shell", "--detach", "-a", APP)
+    assert detached.exit_code == 2 and "--shell needs the machine started" in detached.stderr
     assert api.calls == []
 
 

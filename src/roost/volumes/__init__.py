@@ -1,0 +1,1 @@
+"""Volumes: size-limited ext4 filesystems kept as image files on one host."""
