@@ -31,10 +31,10 @@ MAX_CPUS = 64
 
 # Fly's preset names; shared presets give 256 MB per CPU, performance 2048 MB.
 SIZE_PRESETS: dict[str, tuple[str, int, int]] = {
-    f"{kind}-cpu-{n}x": (kind, n, n * (256 if kind == "shared" else 2048))
-    for kind in ("shared", "performance")
-    for n in (1, 2, 4, 8, 16)
+    **{f"shared-cpu-{n}x": ("shared", n, n * 256) for n in (1, 2, 4, 8)},
+    **{f"performance-{n}x": ("performance", n, n * 2048) for n in (1, 2, 4, 8, 16)},
 }
+"""Fly's size names (``fly platform vm-sizes``): cpu kind, cpus, memory in MB."""
 
 
 def _duration(value: Any) -> float:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from roost.images.build import build_image, push
+from roost.images.local_registry import LocalRegistry
 from tests.fixtures.platform import RoostServer
+from tests.fixtures.registry import run_async
 from tests.integration.platform.helpers import http_get, unique
 
 pytestmark = pytest.mark.root
@@ -42,6 +46,17 @@ primary_region = "test"
 """
 
 
+@pytest.fixture(scope="module")
+def busybox_v2(local_registry: LocalRegistry, demo_images: dict[str, str]) -> str:
+    """A second release of the busybox image: it also serves /etc/release."""
+    ref = f"{local_registry.addr}/roost/busybox:v2"
+    with tempfile.TemporaryDirectory(prefix="roost-v2-") as work:
+        files: dict[str, bytes | Path] = {"/etc/release": b"v2\n"}
+        layout = run_async(build_image(Path(work) / "image", tag="v2", files=files, cmd=["sh"]))
+        run_async(push(layout, "v2", ref))
+    return ref
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -61,7 +76,7 @@ def group(listed: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 def test_launch_deploy_roll_back_and_status(
-    roost: RoostServer, demo_images: dict[str, str], tmp_path: Path
+    roost: RoostServer, demo_images: dict[str, str], busybox_v2: str, tmp_path: Path
 ) -> None:
     app = unique("apps")
     config = tmp_path / "fly.toml"
@@ -83,8 +98,8 @@ def test_launch_deploy_roll_back_and_status(
     served = http_get(f"http://[{web[0]['private_ip']}]:8080/passwd")
     assert served.status_code == 200 and served.text.startswith("root:")
 
-    # A new release, rolled out one machine at a time.
-    write(config, app=app, image=image, greeting="two", check_path="/passwd")
+    # A new release on a new image, rolled out one machine at a time.
+    write(config, app=app, image=busybox_v2, greeting="two", check_path="/passwd")
     out = ok(roost.cli("deploy", "-c", str(config)))
     assert f"Release v2 of app {app} is deployed" in out
     v2 = {m["id"]: m for m in machines(roost, app)}
@@ -94,9 +109,13 @@ def test_launch_deploy_roll_back_and_status(
         assert m["config"]["metadata"]["fly_release_version"] == "2"
     assert v2[standby[0]["id"]]["state"] in ("created", "stopped")
     assert all(v2[m["id"]]["version"] != m["version"] for m in listed)
+    for m in group(list(v2.values()), "web"):
+        assert m["image_ref"]["tag"] == "v2"
+        served = http_get(f"http://[{m['private_ip']}]:8080/release")
+        assert served.status_code == 200 and served.text == "v2\n"
 
     # A release whose check fails: the first web machine is put back, nothing else moves.
-    write(config, app=app, image=image, greeting="three", check_path="/missing")
+    write(config, app=app, image=busybox_v2, greeting="three", check_path="/missing")
     failed = roost.cli("deploy", "-c", str(config), "--wait-timeout", "10")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "release v3 failed" in failed.stderr

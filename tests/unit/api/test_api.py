@@ -179,12 +179,19 @@ async def test_unknown_app_and_machine(api: Api) -> None:
     assert r.status_code == 404 and "error" in r.json()
 
 
-async def test_size_preset_sets_guest(api: Api) -> None:
+@pytest.mark.parametrize(
+    ("size", "guest"),
+    [
+        ("shared-cpu-2x", {"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}),
+        ("performance-1x", {"cpu_kind": "performance", "cpus": 1, "memory_mb": 2048}),
+    ],
+)
+async def test_size_preset_sets_guest(api: Api, size: str, guest: dict[str, object]) -> None:
     await make_app(api)
     r = await api.client.post(
-        "/v1/apps/web/machines", json={"config": {"image": IMAGE, "size": "shared-cpu-2x"}}
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE, "size": size}}
     )
-    assert r.json()["config"]["guest"] == {"cpu_kind": "shared", "cpus": 2, "memory_mb": 512}
+    assert r.json()["config"]["guest"] == guest
 
 
 async def test_list_filters(api: Api) -> None:
