@@ -82,6 +82,7 @@ class RunFlags:
     auto_destroy: bool = False
     service: dict[str, Any] = field(default_factory=dict)
     """Proxy settings applied to every service: autostop, autostart, concurrency, ..."""
+    mounts: Sequence[dict[str, str]] = ()
 
 
 def service_settings(
@@ -114,6 +115,19 @@ def service_settings(
     return out
 
 
+def volume_option(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> list[dict[str, str]]:
+    """``-v vol_123:/data`` → ``{"volume": "vol_123", "path": "/data"}``."""
+    mounts = []
+    for value in values:
+        volume, sep, path = value.partition(":")
+        if not sep or not volume or not path.startswith("/"):
+            raise click.BadParameter(f"{value!r}: use VOLUME_ID:/absolute/path", ctx, param)
+        mounts.append({"volume": volume, "path": path})
+    return mounts
+
+
 def run_config(flags: RunFlags) -> dict[str, Any]:
     config: dict[str, Any] = {"image": flags.image, "init": {}}
     if flags.cmd:
@@ -128,6 +142,8 @@ def run_config(flags: RunFlags) -> dict[str, Any]:
         config["services"] = [{**s, **flags.service} for s in services(flags.ports)]
     if flags.guest.given():
         config["guest"] = flags.guest.apply(None)
+    if flags.mounts:
+        config["mounts"] = [dict(m) for m in flags.mounts]
     # fly m run's defaults: machines are kept running, unless they remove themselves.
     policy = flags.restart or ("no" if flags.auto_destroy else "always")
     config["restart"] = {"policy": "on-failure" if policy == "on-fail" else policy}

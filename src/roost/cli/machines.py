@@ -28,6 +28,7 @@ from roost.cli.config import (
     run_config,
     service_settings,
     updated_config,
+    volume_option,
 )
 from roost.cli.output import ago, config_diff, confirm, fields, print_json, table
 from roost.cli.session import Session
@@ -150,6 +151,15 @@ def machine() -> None:
     help="Restart policy [default: always; no with --rm].",
 )
 @click.option("--rm", is_flag=True, help="Destroy the machine when its process exits.")
+@click.option(
+    "-v",
+    "--volume",
+    "volumes",
+    multiple=True,
+    callback=volume_option,
+    metavar="VOL:/PATH",
+    help="Mount a volume (its id) at PATH; the machine runs on the volume's host.",
+)
 @click.option("--entrypoint", callback=command_option, help="Replace the image's ENTRYPOINT.")
 @click.option("-m", "--metadata", multiple=True, callback=kv_option, metavar="K=V")
 @click.option("--skip-start", is_flag=True, help="Create the machine without starting it.")
@@ -190,6 +200,7 @@ def run(
     port: list[PortSpec],
     restart: str | None,
     rm: bool,
+    volumes: list[dict[str, str]],
     entrypoint: list[str],
     metadata: dict[str, str],
     skip_start: bool,
@@ -225,6 +236,7 @@ def run(
         restart=restart,
         auto_destroy=rm or shell,
         service=settings,
+        mounts=volumes,
     )
     config = run_config(flags)
     if shell and not command:

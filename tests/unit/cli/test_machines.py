@@ -603,3 +603,19 @@ def test_unknown_machine(roost: RunCLI, api: FakeAPI) -> None:
     result = roost("machine", "status", MID, "-a", APP)
     assert result.exit_code == 1
     assert result.stderr == "Error: machine not found\n"
+
+
+def test_run_mounts_a_volume(roost: RunCLI, api: FakeAPI) -> None:
+    api.on("POST", MACHINES, (200, machine(state="created", version="01V1")))
+    api.on("GET", f"{MACHINE_PATH}/wait", started())
+    result = roost("machine", "run", "alpine:3.20", "-a", APP, "-v", "vol_abc123:/data")
+    assert result.exit_code == 0, result.output
+    (create,) = api.to("POST", MACHINES)
+    assert create.body["config"]["mounts"] == [{"volume": "vol_abc123", "path": "/data"}]
+
+
+def test_run_rejects_a_malformed_volume(roost: RunCLI, api: FakeAPI) -> None:
+    result = roost("machine", "run", "alpine:3.20", "-a", APP, "-v", "vol_abc123")
+    assert result.exit_code == 2
+    assert "VOLUME_ID:/absolute/path" in result.stderr
+    assert api.calls == []
