@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from roost.appconfig.guest import check_size, parse_memory
+from roost.spec.config import parse_autostop
 from roost.spec.durations import parse_duration
 from roost.spec.signals import STOP_SIGNAL_NAMES, parse_signal, signal_name
 
@@ -82,21 +83,11 @@ def _table_or_list(value: Any) -> Any:
     return [value] if isinstance(value, dict) else value
 
 
-def _autostop(value: Any) -> str:
-    if value is True:
-        return "stop"
-    if value is False:
-        return "off"
-    if value in ("off", "stop", "suspend"):
-        return str(value)
-    raise ValueError("expected true, false, 'off', 'stop' or 'suspend'")
-
-
 Seconds = Annotated[float, BeforeValidator(_duration)]
 Port = Annotated[StrictInt, Field(ge=1, le=65535)]
 Positive = Annotated[StrictInt, Field(ge=1)]
 Processes = list[str]
-AutoStop = Annotated[str, BeforeValidator(_autostop)]
+AutoStop = Annotated[str, BeforeValidator(parse_autostop)]
 
 
 class FileModel(BaseModel):

@@ -49,7 +49,8 @@ def _duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(_duration), PlainSerializer(format_duration)]
 
 
-def _autostop(value: Any) -> str:
+def parse_autostop(value: Any) -> str:
+    """Fly's ``autostop`` (and fly.toml's ``auto_stop_machines``): a bool or a mode."""
     if value is True:
         return "stop"
     if value is False:
@@ -63,7 +64,7 @@ def _autostop_wire(value: str) -> bool | str:
     return "suspend" if value == "suspend" else value == "stop"
 
 
-Autostop = Annotated[str, BeforeValidator(_autostop), PlainSerializer(_autostop_wire)]
+Autostop = Annotated[str, BeforeValidator(parse_autostop), PlainSerializer(_autostop_wire)]
 
 
 def _restart_policy(value: Any) -> Any:
