@@ -302,15 +302,15 @@ class Supervisor:
             if exit_info:
                 events.append(self._exit_event(exit_info, requested=True))
             suspended = record.desired == "suspended"
-            request: dict[str, Any] = {}
+            message = ""
             if suspended and not self._can_suspend():
-                request["message"] = (
+                message = (
                     f"the {self._ctx.driver.name} driver cannot snapshot machines; "
                     "the machine was stopped instead of suspended"
                 )
             kind = "suspend" if suspended else "stop"
             status = "suspended" if suspended and self._can_suspend() else "stopped"
-            events.append(self._event(kind, status, source, request))
+            events.append(self._event(kind, status, source, message=message))
             settling = self._status.state in ("stopping", "suspending")
             return self._publish(
                 "exited" if settling else None,
@@ -335,14 +335,14 @@ class Supervisor:
             kind = "launch" if record.action == "launch" else "start"
             await self._publish(
                 "start_failed",
-                [self._event(kind, "failed", "flyd", {"error": message})],
+                [self._event(kind, "failed", "flyd", message=message)],
                 generation=record.generation,
                 version=record.version,
             )
             return
         # Stopping or destroying must eventually happen: report, back off, and let the
         # loop try the same generation again.
-        await self._publish(None, [self._event(run.plan, "failed", "flyd", {"error": message})])
+        await self._publish(None, [self._event(run.plan, "failed", "flyd", message=message)])
         await self._ctx.sleep(RETRY_AFTER_FAILURE)
 
     # -- steps (each idempotent: it may run again after a crash) --------------------------
@@ -720,7 +720,13 @@ class Supervisor:
             await self._ctx.store.delete(kv.key)
 
     def _event(
-        self, kind: str, status: str, source: str, request: dict[str, Any] | None = None
+        self,
+        kind: str,
+        status: str,
+        source: str,
+        request: dict[str, Any] | None = None,
+        *,
+        message: str = "",
     ) -> Event:
         now = self._ctx.clock()
         return Event(
@@ -730,6 +736,7 @@ class Supervisor:
             source=source,  # type: ignore[arg-type]
             timestamp=int(now * 1000),
             request=request or {},
+            message=message,
         )
 
     def _exit_event(self, info: dict[str, Any], requested: bool) -> Event:
@@ -761,10 +768,8 @@ def describe(event: Event) -> str:
         if exit_event.get("restarting"):
             details.append("restarting")
         text += f" ({', '.join(details)})"
-    if "error" in event.request:
-        text += f": {event.request['error']}"
-    if "message" in event.request:
-        text += f": {event.request['message']}"
+    if message := event.reason():
+        text += f": {message}"
     return text
 
 

@@ -98,6 +98,8 @@ class RequestContext:
             await send(message)
 
         path: str = scope["path"]
+        if path.startswith("/v1/"):
+            scope["headers"] = _as_json(scope.get("headers", []))
         if path not in UNAUTHENTICATED_PATHS:
             header = _header(scope, b"authorization")
             try:
@@ -120,6 +122,14 @@ class RequestContext:
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
+
+
+def _as_json(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Fly reads every request body as JSON whatever its Content-Type says, and clients
+    rely on it (``curl -d`` sends ``application/x-www-form-urlencoded``)."""
+    kept = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+    kept.append((b"content-type", b"application/json"))
+    return kept
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -32,7 +32,7 @@ from roost.api.errors import (
 )
 from roost.api.leases import DEFAULT_TTL, check_nonce, live_lease
 from roost.api.names import machine_name
-from roost.api.placement import ANY, Placement, parse_regions
+from roost.api.placement import Placement, parse_regions
 from roost.api.schemas import CreateMachineRequest, UpdateMachineRequest
 from roost.api.views import event_view, host_status, lease_view, machine_view, rfc3339
 from roost.api.volumes import attachment, mounted_volumes
@@ -124,9 +124,10 @@ class Machines:
             raise AppNotFound(app)
         config = req.config
         _check_image(config.image)
-        if req.name is not None and not ids.is_app_name(req.name):
+        if req.name and not ids.is_machine_name(req.name):
             raise BadRequest(
-                f"invalid machine name {req.name!r}: use lowercase letters, digits and dashes"
+                f"invalid machine name {req.name!r}: use up to {ids.MAX_MACHINE_NAME} "
+                "characters other than '/' and NUL"
             )
         guest = config.resolved_guest
         regions = parse_regions(req.region, self._region)
@@ -147,7 +148,11 @@ class Machines:
                     regions, guest.cpus, guest.memory_mb, app=app
                 )
             else:
-                _check_volume_region(req.region, regions, volume.volume.region)
+                if req.region and not await self._placement.serves(volume.volume.host_id, regions):
+                    raise BadRequest(
+                        f"the machine's volume is in region {volume.volume.region}, not in "
+                        f"{req.region}; a machine runs where its volume is"
+                    )
                 candidates = [
                     await self._placement.volume_host(volume.volume, guest.cpus, guest.memory_mb)
                 ]
@@ -279,6 +284,7 @@ class Machines:
                 if lease:
                     leases[kv.key.rsplit("/", 1)[1]] = lease
         alive = await alive_hosts(self._store)
+        names = await self._placement.region_map()
         out = []
         for kv in records.kvs:
             record = MachineRecord.from_json(kv.value)
@@ -286,7 +292,7 @@ class Machines:
             state = status.state if status else "created"
             if state == "destroyed" and not include_deleted:
                 continue
-            if region and record.region != region:
+            if region and record.region != region and not names.serves(record.host_id, region):
                 continue
             if states and state not in states:
                 continue
@@ -755,15 +761,6 @@ def _waited(state: str, status: MachineStatus | None, record: MachineRecord) -> 
 
 def _version(version: str, config: dict[str, Any], stamp: str) -> str:
     return VersionRecord(version=version, config=config, created_at=stamp).to_json()
-
-
-def _check_volume_region(requested: str | None, regions: list[str], volume_region: str) -> None:
-    # Without a region the volume decides; with one, it must allow the volume's.
-    if requested and volume_region not in regions and ANY not in regions:
-        raise BadRequest(
-            f"the machine's volume is in region {volume_region}, not in {requested}; "
-            "a machine runs where its volume is"
-        )
 
 
 def _check_image(image: str) -> None:

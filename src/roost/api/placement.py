@@ -2,6 +2,13 @@
 alive, not cordoned and have room, and order them so an app's machines spread: hosts
 with the fewest machines of this app first, then the most free memory, then at random.
 
+Which hosts a region name means (:class:`RegionMap`): a host serves its own region, its
+aliases, and Fly's groups (``eu``, ``us``, ...) of those. When every host shares one
+region (a one-host install, or one site), Fly's codes and groups all mean that region:
+clients written for Fly send ``iad`` or ``lhr`` and expect a machine, and the machine's
+``region`` then says where it really runs. With several regions, a name no host serves
+gets 412 naming the regions there are.
+
 A machine that mounts a volume has no choice: it goes on the volume's host or nowhere.
 A new volume goes to one region (no expressions: it stays there), on the host with room
 that holds the fewest volumes of the same name (Fly's unique zones, as a preference),
@@ -15,10 +22,12 @@ can never both take the last slot; a lost race simply re-runs placement.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from roost.api.errors import BadRequest, InsufficientCapacity, VolumeHostFull
 from roost.cluster import alive_hosts
+from roost.spec.regions import ANY, is_fly_name, region_names
 from roost.store import KV, Store
 from roost.store.records import (
     HOSTS_PREFIX,
@@ -31,8 +40,6 @@ from roost.store.records import (
     hostalloc_key,
     machines_prefix,
 )
-
-ANY = "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,46 @@ class Candidate:
 
     def fits(self, cpus: int, memory_mb: int) -> bool:
         return self.free_memory_mb >= memory_mb and self.host.cpus - self.allocation.cpus >= cpus
+
+
+@dataclass(frozen=True, slots=True)
+class RegionMap:
+    """The region names each host answers to."""
+
+    regions: dict[str, str]
+    """Host id → its region."""
+    aliases: dict[str, frozenset[str]]
+    """Host id → the other names it answers to."""
+
+    @classmethod
+    def of(cls, hosts: Iterable[HostRecord]) -> RegionMap:
+        hosts = list(hosts)
+        return cls(
+            {h.id: h.region for h in hosts}, {h.id: frozenset(h.region_aliases) for h in hosts}
+        )
+
+    @property
+    def single_region(self) -> bool:
+        return len(set(self.regions.values())) <= 1
+
+    def serves(self, host_id: str, token: str) -> bool:
+        names = self.aliases.get(host_id, frozenset()) | {self.regions.get(host_id, "")}
+        if token == ANY or token in names:
+            return True
+        if self.single_region and is_fly_name(token):
+            return True
+        wanted = region_names(token)
+        return wanted is not None and bool(names & wanted)
+
+    def describe(self) -> str:
+        """The regions there are, for error messages: ``ams (also iad), fra``."""
+        named: dict[str, set[str]] = {}
+        for host_id, region in self.regions.items():
+            named.setdefault(region, set()).update(self.aliases.get(host_id, ()))
+        return ", ".join(
+            f"{region} (also {', '.join(sorted(aliases))})" if aliases else region
+            for region, aliases in sorted(named.items())
+        )
 
 
 def parse_regions(expression: str | None, default: str) -> list[str]:
@@ -73,28 +120,33 @@ class Placement:
         self, regions: list[str], cpus: int, memory_mb: int, *, app: str = ""
     ) -> list[Candidate]:
         """Hosts to try, best first. Raises InsufficientCapacity naming the regions tried."""
-        hosts = await self._hosts()
+        hosts, names = await self._hosts()
         mine = await self._app_machines(app) if app else {}
         tried: list[str] = []
         for region in regions:
             tried.append(region)
-            pool = [
-                c
-                for c in hosts
-                if (region == ANY or c.host.region == region) and c.fits(cpus, memory_mb)
-            ]
+            pool = [c for c in hosts if names.serves(c.host.id, region) and c.fits(cpus, memory_mb)]
             if pool:
                 ties = {c.host.id: self._rng.random() for c in pool}
                 return sorted(
                     pool,
                     key=lambda c: (mine.get(c.host.id, 0), -c.free_memory_mb, ties[c.host.id]),
                 )
-        known = sorted({c.host.region for c in hosts})
+        live = RegionMap.of(c.host for c in hosts).describe()
         raise InsufficientCapacity(
             f"insufficient resources to create a machine with {cpus} cpu(s) and "
             f"{memory_mb} MB in region(s) {', '.join(tried)}"
-            + (f"; regions with live hosts: {', '.join(known)}" if known else "; no live hosts")
+            + (f"; regions with live hosts: {live}" if live else "; no live hosts")
         )
+
+    async def serves(self, host_id: str, regions: list[str]) -> bool:
+        """Whether ``host_id`` answers to any of ``regions``."""
+        names = await self.region_map()
+        return any(names.serves(host_id, region) for region in regions)
+
+    async def region_map(self) -> RegionMap:
+        kvs = (await self._store.range(HOSTS_PREFIX)).kvs
+        return RegionMap.of(HostRecord.from_json(kv.value) for kv in kvs)
 
     async def volume_host(self, volume: VolumeRecord, cpus: int, memory_mb: int) -> Candidate:
         """The volume's host, if a machine of this size may start there now."""
@@ -125,14 +177,13 @@ class Placement:
     ) -> Candidate:
         """The host for a new volume in ``region``; ``same_name`` counts, per host, the
         app's volumes with the new one's name."""
-        hosts = await self._hosts()
-        pool = [c for c in hosts if c.host.region == region and c.free_disk_gb >= size_gb]
+        hosts, names = await self._hosts()
+        pool = [c for c in hosts if names.serves(c.host.id, region) and c.free_disk_gb >= size_gb]
         if not pool:
-            known = sorted({c.host.region for c in hosts if c.host.disk_gb})
+            known = RegionMap.of(c.host for c in hosts if c.host.disk_gb).describe()
             raise InsufficientCapacity(
                 f"insufficient capacity: no live host in region {region} has {size_gb} GB "
-                "free for a volume"
-                + (f"; regions that keep volumes: {', '.join(known)}" if known else "")
+                "free for a volume" + (f"; regions that keep volumes: {known}" if known else "")
             )
         ties = {c.host.id: self._rng.random() for c in pool}
         return min(
@@ -140,18 +191,21 @@ class Placement:
             key=lambda c: (same_name.get(c.host.id, 0), -c.free_disk_gb, ties[c.host.id]),
         )
 
-    async def _hosts(self) -> list[Candidate]:
-        hosts = await self._store.range(HOSTS_PREFIX)
+    async def _hosts(self) -> tuple[list[Candidate], RegionMap]:
+        """The live, uncordoned hosts; and the region names of every host there is, so a
+        host going down never changes what a name means."""
+        records = [
+            HostRecord.from_json(kv.value) for kv in (await self._store.range(HOSTS_PREFIX)).kvs
+        ]
         alive = await alive_hosts(self._store)
         out = []
-        for kv in hosts.kvs:
-            host = HostRecord.from_json(kv.value)
+        for host in records:
             if host.id not in alive or host.cordoned:
                 continue
             alloc_kv = await self._store.get(hostalloc_key(host.id))
             allocation = Allocation.from_json(alloc_kv.value) if alloc_kv else Allocation()
             out.append(Candidate(host, allocation, alloc_kv))
-        return out
+        return out, RegionMap.of(records)
 
     async def _app_machines(self, app: str) -> dict[str, int]:
         """Machines of ``app`` per host, destroyed ones aside."""

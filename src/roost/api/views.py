@@ -84,14 +84,23 @@ def image_ref_view(record: MachineRecord, status: MachineStatus | None) -> dict[
 
 
 def event_view(event: Event) -> dict[str, Any]:
-    return {
+    """Fly's event shape: typed clients require ``request.exit_event`` and
+    ``request.restart_count`` wherever ``request`` is present, so only exits carry one."""
+    out: dict[str, Any] = {
         "id": event.id,
         "type": event.type,
         "status": event.status,
         "source": event.source,
         "timestamp": event.timestamp,
-        "request": event.request,
     }
+    if "exit_event" in event.request:
+        out["request"] = {
+            "exit_event": event.request["exit_event"],
+            "restart_count": event.request.get("restart_count", 0),
+        }
+    if message := event.reason():
+        out["message"] = message
+    return out
 
 
 def app_view(app: App, machine_count: int, volume_count: int = 0) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from roost.api.views import rfc3339_ms, snapshot_view, volume_view
 from roost.cluster import alive_hosts
 from roost.spec import ids
 from roost.spec.config import MachineConfig
+from roost.spec.regions import region_names
 from roost.store import KV, Compare, Put, Store
 from roost.store.records import (
     SNAPSHOTS_PREFIX,
@@ -174,7 +175,7 @@ class Volumes:
                 id=ids.volume_id(),
                 name=req.name,
                 app=app,
-                region=region,
+                region=candidate.host.region,
                 host_id=candidate.host.id,
                 size_gb=size_gb,
                 zone=candidate.host.id,
@@ -206,7 +207,7 @@ class Volumes:
 
     def _volume_region(self, requested: str | None, source_region: str | None) -> str:
         region = (requested or source_region or self._region).strip().lower()
-        if region == "any" or not region.replace("-", "").isalnum():
+        if region_names(region) != {region} or not region.replace("-", "").isalnum():
             raise BadRequest(
                 f"invalid region {region!r}: a volume lives in one region; name it "
                 "(e.g. region=ams)"

@@ -74,6 +74,13 @@ def api(
 @click.command("agent")
 @click.option("--store", "store_url", required=True, metavar="URL", help=STORE_HELP)
 @click.option("--region", required=True, help="This host's region, e.g. ams.")
+@click.option(
+    "--region-alias",
+    "region_aliases",
+    multiple=True,
+    metavar="CODE",
+    help="Another region name this host answers to, e.g. a Fly code (repeatable).",
+)
 @click.option("--host-id", help="This host's id [default: generated once, kept in the data dir].")
 @click.option("--cpus", type=click.IntRange(min=1), help="Schedulable CPUs [default: 8 per core].")
 @click.option(
@@ -116,6 +123,7 @@ def agent(
     session: Session,
     store_url: str,
     region: str,
+    region_aliases: tuple[str, ...],
     host_id: str | None,
     cpus: int | None,
     memory_mb: int | None,
@@ -148,6 +156,7 @@ def agent(
         host=HostConfig(
             data_dir=data_dir,
             region=region,
+            region_aliases=region_aliases,
             host_id=host_id or "",
             driver=driver,
             insecure_registries=insecure_registries,

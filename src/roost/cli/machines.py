@@ -376,7 +376,7 @@ def _report_start(target: Target, machine_id: str, state: str, private_ip: str |
 def _failure(target: Target, machine_id: str) -> str:
     for event in target.client.list_events(target.app, machine_id, limit=EVENTS_SHOWN):
         if event.get("status") == "failed":
-            return str((event.get("request") or {}).get("error", ""))
+            return str(event.get("message", ""))
     return ""
 
 

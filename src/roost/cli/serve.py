@@ -20,6 +20,13 @@ from roost.cli.session import Session
 @click.option("--api-listen", metavar="HOST:PORT", help="API address [default: 127.0.0.1:4280].")
 @click.option("--region", help="This host's region [default: local].")
 @click.option(
+    "--region-alias",
+    "region_aliases",
+    multiple=True,
+    metavar="CODE",
+    help="Another region name this host answers to, e.g. a Fly code (repeatable).",
+)
+@click.option(
     "--driver",
     type=click.Choice(["runc", "process"]),
     help="How machines run [default: runc when usable, else process].",
@@ -89,6 +96,7 @@ def server(
     data_dir: Path | None,
     api_listen: str | None,
     region: str | None,
+    region_aliases: tuple[str, ...],
     driver: str | None,
     registry_listen: str | None,
     no_registry: bool,
@@ -125,6 +133,7 @@ def server(
         "data_dir": data_dir or session.data_dir,
         "api_listen": api_listen,
         "region": region,
+        "region_aliases": region_aliases or None,
         "driver": driver,
         "registry_listen": registry_listen,
         "cpus": cpus,

@@ -25,10 +25,9 @@ def events_table(events: Sequence[JSONObject]) -> str:
 
 
 def event_info(event: JSONObject) -> str:
-    request = event.get("request") or {}
-    if error := request.get("error"):
-        return str(error)
-    exit_event = request.get("exit_event")
+    if message := event.get("message"):
+        return str(message)
+    exit_event = (event.get("request") or {}).get("exit_event")
     if not exit_event:
         return ""
     parts = [f"exit_code={exit_event.get('exit_code', '')}"]

@@ -160,14 +160,14 @@ class Failover:
             generation=watched.generation + 1,
             updated_at=stamp,
         )
-        reason = {"reason": "host_lost", "host": watched.host_id}
+        lost = f"host {watched.host_id} was lost"
         standby_event = Event(
             id=ids.ulid(now),
             type="start",
             status="standby",
             source="flyd",
             timestamp=int(now * 1000),
-            request={**reason, "standby_for": watched.id},
+            message=f"{lost}: started as the standby for {watched.id}",
         )
         watched_event = Event(
             id=ids.ulid(now),
@@ -175,7 +175,7 @@ class Failover:
             status="replaced_by_standby",
             source="flyd",
             timestamp=int(now * 1000),
-            request={**reason, "standby": standby.id},
+            message=f"{lost}: replaced by its standby {standby.id}",
         )
         standby_key = machine_key(standby.app, standby.id)
         watched_key = machine_key(watched.app, watched.id)

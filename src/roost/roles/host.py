@@ -60,6 +60,8 @@ def default_data_dir() -> Path:
 class HostConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     region: str = "local"
+    region_aliases: tuple[str, ...] = ()
+    """Other region names placement sends here (e.g. Fly codes clients ask for)."""
     host_id: str = ""
     driver: str | None = None
     insecure_registries: tuple[str, ...] = ()
@@ -148,6 +150,7 @@ class HostStack:
         host = HostRecord(
             id=cfg.host_id or _host_id(data),
             region=cfg.region,
+            region_aliases=sorted({a.strip().lower() for a in cfg.region_aliases} - {""}),
             address=cfg.endpoint,
             cpus=cfg.cpus or (os.cpu_count() or 1) * 8,
             memory_mb=cfg.memory_mb or _memory_mb(),

@@ -91,6 +91,15 @@ def is_app_name(value: str) -> bool:
     return bool(_APP_NAME.match(value))
 
 
+MAX_MACHINE_NAME = 255
+
+
+def is_machine_name(value: str) -> bool:
+    """Fly takes nearly any name (underscores, dots, capitals); roost refuses only what
+    would break a store key: ``/``, NUL, or more than 255 characters."""
+    return 0 < len(value) <= MAX_MACHINE_NAME and "/" not in value and "\x00" not in value
+
+
 def is_metadata_key(value: str) -> bool:
     return bool(_METADATA_KEY.match(value))
 

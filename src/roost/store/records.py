@@ -119,6 +119,14 @@ class Event(Record):
     timestamp: int
     """Unix milliseconds."""
     request: dict[str, Any] = field(default_factory=dict)
+    """Fly's shape, only on exit events: ``{"exit_event": {...}, "restart_count": N}``."""
+    message: str = ""
+    """Why, in words: a failure's error, or what the platform did instead of what was
+    asked."""
+
+    def reason(self) -> str:
+        # Events stored before ``message`` existed kept their words in ``request``.
+        return self.message or str(self.request.get("error") or self.request.get("message") or "")
 
 
 @dataclass
@@ -149,6 +157,8 @@ class Command(Record):
 class HostRecord(Record):
     id: str
     region: str
+    region_aliases: list[str] = field(default_factory=list)
+    """Other region names this host answers to in placement (e.g. Fly's ``iad``)."""
     address: str = ""
     """The agent's endpoint (``host:port``) for exec, logs, console and usage; empty
     when the API runs in the agent's process."""

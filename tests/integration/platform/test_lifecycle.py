@@ -251,7 +251,7 @@ def test_unpullable_image_fails_the_machine(
     machine = create(c, app, {"image": f"{registry}/nope/missing:1"})
     wait(c, app, machine["id"], "failed", timeout=30)
     failure = next(e for e in events(c, app, machine["id"]) if e["status"] == "failed")
-    assert "nope/missing" in failure["request"]["error"]
+    assert "nope/missing" in failure["message"]
     r = c.delete(f"/v1/apps/{app}/machines/{machine['id']}")
     assert r.status_code == 200, r.text
     wait(c, app, machine["id"], "destroyed")
@@ -314,7 +314,7 @@ def test_suspend_falls_back_to_stop_and_says_so(
     assert r.status_code == 200, r.text
     wait(c, app, mid, "stopped")
     suspend = next(e for e in events(c, app, mid) if e["type"] == "suspend")
-    assert "stopped instead" in suspend["request"]["message"]
+    assert "stopped instead" in suspend["message"]
     destroy(c, app, mid)
 
 

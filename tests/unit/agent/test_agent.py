@@ -208,7 +208,7 @@ async def test_pull_failure_marks_failed(world: World) -> None:
     mid = (await world.machines.create("web", req, CALLER))["id"]
     await world.wait(mid, "failed")
     events = await world.machines.events("web", mid, 10)
-    assert "demo/broken" in events[0]["request"]["error"]
+    assert "demo/broken" in events[0]["message"] and "request" not in events[0]
     await world.machines.destroy("web", mid, None, force=False)
     await world.wait(mid, "destroyed")
 

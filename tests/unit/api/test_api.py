@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from roost.store.records import machine_key
+from roost.store.records import HostRecord, alive_key, host_key, machine_key
 from tests.unit.api.conftest import Api, add_host
 
 IMAGE = "registry.example:5000/demo/app:v1"
@@ -224,16 +224,51 @@ async def test_list_filters(api: Api) -> None:
 
 
 async def test_insufficient_capacity_names_the_regions(api: Api) -> None:
+    await add_host(api.store, "h2", "fra")
     await make_app(api)
     r = await api.client.post(
-        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": "ams,fra"}
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": "ams,iad"}
     )
     assert r.status_code == 412
     body = r.json()
-    assert body["status"] == "insufficient_capacity" and "ams, fra" in body["error"]
+    assert body["status"] == "insufficient_capacity" and "ams, iad" in body["error"]
+    assert "regions with live hosts: fra, test" in body["error"]
     big = {"config": {"image": IMAGE, "guest": {"memory_mb": 8192}}}
     r = await api.client.post("/v1/apps/web/machines", json=big)
     assert r.status_code == 412
+
+
+async def test_one_region_takes_every_fly_region_code(api: Api) -> None:
+    await make_app(api)
+    for expression in ("iad", "lhr,ams", "eu", "any"):
+        r = await api.client.post(
+            "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": expression}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["region"] == "test"
+    # A name Fly does not know is not a region anywhere.
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": "xyz"}
+    )
+    assert r.status_code == 412 and "regions with live hosts: test" in r.json()["error"]
+
+
+async def test_aliases_and_groups_in_a_fleet(api: Api) -> None:
+    host = HostRecord(id="h2", region="home", region_aliases=["iad"], cpus=16, memory_mb=4096)
+    await api.store.put(host_key("h2"), host.to_json())
+    await api.store.put(alive_key("h2"), "1")
+    await make_app(api)
+    for expression, region in (("iad", "home"), ("us", "home"), ("test", "test")):
+        r = await api.client.post(
+            "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": expression}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["region"] == region
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "region": "lhr"}
+    )
+    assert r.status_code == 412
+    assert "regions with live hosts: home (also iad), test" in r.json()["error"]
 
 
 async def test_region_expression_falls_through_in_order(api: Api) -> None:

@@ -141,7 +141,10 @@ async def test_no_room_is_insufficient_capacity_naming_the_region(api: Api) -> N
     assert r.status_code == 412
     assert r.json()["status"] == "insufficient_capacity"
     assert "no live host in region test has 101 GB free" in r.json()["error"]
+    # One region takes Fly's codes; a name Fly does not know is refused.
     r = await api.client.post("/v1/apps/web/volumes", json={"name": "data", "region": "syd"})
+    assert r.status_code == 200 and r.json()["region"] == "test"
+    r = await api.client.post("/v1/apps/web/volumes", json={"name": "data", "region": "xyz"})
     assert r.status_code == 412 and "regions that keep volumes: test" in r.json()["error"]
     await set_host(api, "h1", cordoned=True)
     r = await api.client.post("/v1/apps/web/volumes", json={"name": "data"})

@@ -137,7 +137,7 @@ def test_run_reports_a_failed_start(roost: RunCLI, api: FakeAPI) -> None:
         "status": "failed",
         "source": "flyd",
         "timestamp": 1,
-        "request": {"error": "pulling nosuch:latest: not found"},
+        "message": "pulling nosuch:latest: not found",
     }
     api.on("GET", f"{MACHINE_PATH}/events", (200, [failed]))
     result = roost("machine", "run", "nosuch", "-a", APP)
@@ -550,7 +550,6 @@ def test_status(roost: RunCLI, api: FakeAPI) -> None:
             "status": "started",
             "source": "user",
             "timestamp": 1714564801000,
-            "request": {},
         },
     ]
     checks = [{"name": "servicecheck-00-http-8080", "status": "critical", "output": "refused"}]
@@ -589,7 +588,7 @@ def test_events_table(roost: RunCLI, api: FakeAPI) -> None:
         "status": "failed",
         "source": "flyd",
         "timestamp": 1714564800000,
-        "request": {"error": "no such image"},
+        "message": "no such image",
     }
     api.on("GET", f"{MACHINE_PATH}/events", (200, [failed]))
     result = roost("machine", "events", MID, "-a", APP, "--limit", "5")

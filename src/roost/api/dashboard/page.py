@@ -1007,7 +1007,7 @@ SCRIPT = r"""
   function eventDetails(event) {
     const request = event.request || {};
     if (request.exit_event) return exitText(request.exit_event);
-    return request.error || request.message || "";
+    return event.message || "";
   }
 
   function renderEvents(events) {
