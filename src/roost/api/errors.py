@@ -15,6 +15,7 @@
     │   ├── LeaseHeld                  aborted: ... lease currently held by ...
     │   └── VersionConflict            current_version is stale
     ├── PreconditionFailed        412  failed_precondition
+    │   ├── MachineBusy                in the middle of an earlier operation
     │   ├── InsufficientCapacity       status: insufficient_capacity
     │   └── VolumeHostFull             status: volume_placement_capacity
     └── Unprocessable             422
@@ -98,6 +99,11 @@ class VersionConflict(Conflict):
 
 class PreconditionFailed(APIError):
     status_code = 412
+
+
+class MachineBusy(PreconditionFailed):
+    """The machine is applying an earlier operation; raised only once waiting it out
+    took too long."""
 
 
 class InsufficientCapacity(PreconditionFailed):

@@ -24,6 +24,7 @@ from roost.api.errors import (
     Conflict,
     LeaseHeld,
     LeaseNotFound,
+    MachineBusy,
     MachineNotFound,
     NotFound,
     PreconditionFailed,
@@ -42,7 +43,7 @@ from roost.images.ref import parse_reference
 from roost.net.ipam import FIRST_INDEX, MachineAddressing
 from roost.spec import ids
 from roost.spec.config import MachineConfig
-from roost.spec.states import SETTLED
+from roost.spec.states import SETTLED, TRANSIENT
 from roost.store import KV, Compare, Delete, Put, Store
 from roost.store.records import (
     IPAM_PREFIX,
@@ -74,6 +75,8 @@ from roost.store.records import (
 )
 
 CAS_ATTEMPTS = 50
+BUSY_WAIT = 60.0
+"""How long an operation waits behind one the machine is in the middle of."""
 EVENTS_IN_VIEW = 10
 VERSIONS_KEPT = 20
 # Machines in these states are running, or about to be: destroying them needs force.
@@ -93,6 +96,7 @@ class Snapshot:
     record: MachineRecord
     record_kv: KV
     status: MachineStatus | None
+    status_revision: int
     lease: LeaseRecord | None
     lease_kv: KV | None
 
@@ -336,6 +340,7 @@ class Machines:
     ) -> dict[str, Any]:
         config = req.config
         _check_image(config.image)
+        deadline = asyncio.get_running_loop().time() + BUSY_WAIT
         for _ in range(CAS_ATTEMPTS):
             snap = await self._load(app, mid)
             check_nonce(mid, snap.lease, nonce)
@@ -353,9 +358,11 @@ class Machines:
                     "create a new machine to mount another volume"
                 )
             if snap.state == "replacing":
-                raise PreconditionFailed(
-                    "failed_precondition: machine is being replaced; wait for it to settle"
+                busy = MachineBusy(
+                    "failed_precondition: machine getting replaced, refusing to update"
                 )
+                await self._wait_out(snap, busy, deadline)
+                continue
             now = self._clock()
             stamp = rfc3339(now)
             new_config = config.wire()
@@ -419,7 +426,7 @@ class Machines:
     async def start(self, app: str, mid: str, nonce: str | None) -> dict[str, Any]:
         def change(snap: Snapshot) -> MachineRecord | None:
             if snap.state == "replacing":
-                raise PreconditionFailed(
+                raise MachineBusy(
                     "failed_precondition: machine getting replaced, refusing to start"
                 )
             if snap.record.desired == "started" and snap.state in ("started", "starting"):
@@ -455,7 +462,7 @@ class Machines:
     ) -> dict[str, Any]:
         def change(snap: Snapshot) -> MachineRecord:
             if snap.state == "replacing":
-                raise PreconditionFailed(
+                raise MachineBusy(
                     "failed_precondition: machine getting replaced, refusing to restart"
                 )
             return self._desire(snap.record, "started", "restart", signum, timeout)
@@ -470,7 +477,8 @@ class Machines:
             if snap.record.desired == "destroyed":
                 return None
             if snap.state in ACTIVE_STATES and not force:
-                raise PreconditionFailed(
+                refusal = MachineBusy if snap.state in TRANSIENT else PreconditionFailed
+                raise refusal(
                     f"failed_precondition: machine {mid} is {snap.state}; stop it first "
                     "or destroy it with force=true"
                 )
@@ -517,11 +525,16 @@ class Machines:
         allow_destroyed: bool = False,
         lease_gated: bool = True,
     ) -> tuple[Snapshot, MachineRecord | None]:
+        deadline = asyncio.get_running_loop().time() + BUSY_WAIT
         for _ in range(CAS_ATTEMPTS):
             snap = await self._load(app, mid, allow_destroyed=allow_destroyed)
             if lease_gated:
                 check_nonce(mid, snap.lease, nonce)
-            new = change(snap)
+            try:
+                new = change(snap)
+            except MachineBusy as busy:
+                await self._wait_out(snap, busy, deadline)
+                continue
             if new is None:
                 return snap, None
             compares, puts = self._cas(snap, new)
@@ -530,6 +543,19 @@ class Machines:
             if (await self._store.txn(compares, puts)).succeeded:
                 return snap, new
         raise Conflict("too many concurrent changes to the machine; retry")
+
+    async def _wait_out(self, snap: Snapshot, busy: MachineBusy, deadline: float) -> None:
+        """Queue behind the operation the machine is in the middle of: wait for its next
+        status, then the caller looks again. Clients send operations back to back (update,
+        then start at once) and Fly answers them as if the first had finished."""
+        key = status_key(snap.record.app, snap.record.id)
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for event in self._store.watch(key, snap.status_revision + 1):
+                    if event.kv.key == key:
+                        return
+        except TimeoutError:
+            raise busy from None
 
     def _cas(self, snap: Snapshot, new: MachineRecord) -> tuple[list[Compare], list[Any]]:
         key = machine_key(new.app, new.id)
@@ -747,6 +773,7 @@ class Machines:
             record=record,
             record_kv=kv,
             status=MachineStatus.from_json(status_kv.value) if status_kv else None,
+            status_revision=status_kv.mod_revision if status_kv else kv.mod_revision,
             lease=live_lease(lease_kv, self._clock()),
             lease_kv=lease_kv,
         )

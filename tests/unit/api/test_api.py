@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from roost.api import machines as machines_module
 from roost.store.records import HostRecord, alive_key, host_key, machine_key
 from tests.unit.api.conftest import Api, add_host
 
@@ -166,6 +167,31 @@ async def test_malformed_json_is_a_400(api: Api) -> None:
     assert r.status_code == 400 and "JSON" in r.json()["error"]
     r = await api.client.post("/v1/apps/web/machines/00000000000000/stop", json=[1, 2])
     assert r.status_code in (400, 404)
+
+
+async def test_bodies_are_json_whatever_the_content_type(api: Api) -> None:
+    await make_app(api)
+    body = b'{"config": {"image": "%s"}}' % IMAGE.encode()
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = {"content-type": content_type} if content_type else {}
+        r = await api.client.post("/v1/apps/web/machines", content=body, headers=headers)
+        assert r.status_code == 200, (content_type, r.text)
+
+
+@pytest.mark.parametrize("name", ["job_runner_1", "Sandbox.Alpha", "a" * 255, "名前"])
+async def test_machine_names_fly_accepts(api: Api, name: str) -> None:
+    await make_app(api)
+    machine = await make_machine(api, name=name)
+    assert machine["name"] == name
+
+
+@pytest.mark.parametrize("name", ["a/b", "nul\x00", "a" * 256])
+async def test_machine_names_that_would_break_the_store(api: Api, name: str) -> None:
+    await make_app(api)
+    r = await api.client.post(
+        "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "name": name}
+    )
+    assert r.status_code == 400 and "invalid machine name" in r.json()["error"]
 
 
 async def test_unknown_app_and_machine(api: Api) -> None:
@@ -402,6 +428,35 @@ async def test_destroy_rules(api: Api) -> None:
         "/v1/apps/web/machines", json={"config": {"image": IMAGE}, "name": name}
     )
     assert r.status_code == 200
+
+
+async def test_an_operation_waits_behind_one_in_progress(api: Api) -> None:
+    await make_app(api)
+    mid = (await make_machine(api))["id"]
+    base = f"/v1/apps/web/machines/{mid}"
+    await api.set_state("web", mid, "replacing")
+    start = asyncio.create_task(api.client.post(f"{base}/start"))
+    destroy = asyncio.create_task(api.client.delete(base))
+    await asyncio.sleep(0.05)
+    assert not start.done() and not destroy.done(), "both queue behind the replacement"
+    await api.set_state("web", mid, "started")
+    r = await start
+    assert r.status_code == 200 and r.json()["previous_state"] == "started"
+    # On the settled machine, destroy answers as it would have: started needs force.
+    r = await destroy
+    assert r.status_code == 412 and "force" in r.json()["error"]
+
+
+async def test_an_operation_gives_up_waiting_with_a_clear_error(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(machines_module, "BUSY_WAIT", 0.1)
+    await make_app(api)
+    mid = (await make_machine(api))["id"]
+    await api.set_state("web", mid, "replacing")
+    r = await api.client.post(f"/v1/apps/web/machines/{mid}/start")
+    assert r.status_code == 412
+    assert r.json()["error"] == "failed_precondition: machine getting replaced, refusing to start"
 
 
 async def test_update_rules(api: Api) -> None:
