@@ -285,8 +285,9 @@ class Supervisor:
         generation = record.generation
         exit_info = run.payload.get("exit")
         if run.plan in ("start", "restart"):
-            events = [self._exit_event(exit_info, requested=True)] if exit_info else []
-            events.append(self._event("start", "started", source))
+            events = [self._exit_event(exit_info)] if exit_info else []
+            # As on Fly: the platform reports a start done and an exit, whoever asked.
+            events.append(self._event("start", "started", "flyd"))
             return self._publish(
                 "running",
                 events,
@@ -300,7 +301,7 @@ class Supervisor:
         if run.plan == "stop":
             events = []
             if exit_info:
-                events.append(self._exit_event(exit_info, requested=True))
+                events.append(self._exit_event(exit_info))
             suspended = record.desired == "suspended"
             message = ""
             if suspended and not self._can_suspend():
@@ -567,7 +568,7 @@ class Supervisor:
         info = _exit_info(exit_status, requested=requested, ran_for=self._ran_for())
         info["restarting"] = restarting
         self._exit = None
-        await self._publish("exited", [self._exit_event(info, requested)], last_exit=info)
+        await self._publish("exited", [self._exit_event(info)], last_exit=info)
 
     async def _auto_destroy(self) -> None:
         store = self._ctx.store
@@ -739,9 +740,9 @@ class Supervisor:
             message=message,
         )
 
-    def _exit_event(self, info: dict[str, Any], requested: bool) -> Event:
+    def _exit_event(self, info: dict[str, Any]) -> Event:
         request = {"exit_event": info, "restart_count": self._status.restart_count}
-        return self._event("exit", "stopped", "user" if requested else "flyd", request)
+        return self._event("exit", "stopped", "flyd", request)
 
 
 def forget_ops(app: str, mid: str) -> list[Put | Delete]:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from roost import __version__
 from roost.api.dashboard import router as dashboard_router
+from roost.api.docs import openapi
 from roost.api.errors import APIError
 from roost.api.host_routes import router as hosts_router
 from roost.api.io_routes import router as io_router
@@ -58,6 +59,7 @@ def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) 
             return JSONResponse({"error": "starting"}, status_code=503)
         return JSONResponse({"ok": True})
 
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
@@ -151,7 +153,8 @@ async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     if exc.status_code == 404:
         message = "not found: no such API path; see /openapi.json"
-    return JSONResponse({"error": message}, status_code=exc.status_code)
+    # Keeps Allow on a 405, as RFC 9110 asks.
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _internal_error(_: Request, exc: Exception) -> JSONResponse:

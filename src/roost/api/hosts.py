@@ -115,6 +115,7 @@ def _view(
     return {
         "id": host.id,
         "region": host.region,
+        "region_aliases": host.region_aliases,
         "state": "up" if alive else "down",
         "cordoned": host.cordoned,
         "epoch": host.epoch,

@@ -11,10 +11,12 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from fastapi.responses import StreamingResponse
 
 from roost.agent.logs import LogRecord
+from roost.api import responses as r
 from roost.api.console import CLOSE_REFUSED, pump_console
+from roost.api.docs import answers
 from roost.api.errors import APIError, BadRequest, PreconditionFailed
 from roost.api.machine_io import MachineIO, log_view
-from roost.api.schemas import ExecRequest
+from roost.api.schemas import ExecRequest, Flag
 
 router = APIRouter(prefix="/v1")
 MAX_LOG_LINES = 10_000
@@ -27,13 +29,21 @@ def io(request: Request | WebSocket) -> MachineIO:
     return service
 
 
-@router.get("/apps/{app_name}/logs", tags=["Logs"])
+@router.get(
+    "/apps/{app_name}/logs",
+    tags=["Logs"],
+    operation_id="Logs_app",
+    response_model=None,
+    responses=answers(
+        r.LogLine, 412, media_type="application/x-ndjson", description="One JSON object per line."
+    ),
+)
 async def app_logs(
     request: Request,
     app_name: str,
     machine: str | None = None,
     region: str | None = None,
-    follow: bool = False,
+    follow: Flag = False,
     since: str | None = None,
     limit: Annotated[int, Query(ge=0, le=MAX_LOG_LINES)] = 100,
 ) -> StreamingResponse:
@@ -41,12 +51,20 @@ async def app_logs(
     return await _logs(request, app_name, machine, region, follow, since, limit)
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/logs", tags=["Logs"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/logs",
+    tags=["Logs"],
+    operation_id="Logs_machine",
+    response_model=None,
+    responses=answers(
+        r.LogLine, 412, media_type="application/x-ndjson", description="One JSON object per line."
+    ),
+)
 async def machine_logs(
     request: Request,
     app_name: str,
     machine_id: str,
-    follow: bool = False,
+    follow: Flag = False,
     since: str | None = None,
     limit: Annotated[int, Query(ge=0, le=MAX_LOG_LINES)] = 100,
 ) -> StreamingResponse:
@@ -98,18 +116,36 @@ def _since(value: str | None) -> float | None:
         ) from None
 
 
-@router.get("/apps/{app_name}/usage", tags=["Usage"])
+@router.get(
+    "/apps/{app_name}/usage",
+    tags=["Usage"],
+    operation_id="Usage_app",
+    response_model=None,
+    responses=answers(r.Usage, 412),
+)
 async def app_usage(request: Request, app_name: str, since: str | None = None) -> dict[str, Any]:
     """Machine-seconds running (by size) and stopped, and bytes stored, for an app."""
     return await io(request).usage(app_name, since=_since(since))
 
 
-@router.get("/usage", tags=["Usage"])
+@router.get(
+    "/usage",
+    tags=["Usage"],
+    operation_id="Usage_all",
+    response_model=None,
+    responses=answers(r.Usage, 412),
+)
 async def all_usage(request: Request, since: str | None = None) -> dict[str, Any]:
     return await io(request).usage(None, since=_since(since))
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/exec", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/exec",
+    tags=["Machines"],
+    operation_id="Machines_exec",
+    response_model=None,
+    responses=answers(r.ExecResult, 412),
+)
 async def machine_exec(
     request: Request, app_name: str, machine_id: str, body: ExecRequest
 ) -> dict[str, Any]:
@@ -123,7 +159,13 @@ async def machine_exec(
     )
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/ps", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/ps",
+    tags=["Machines"],
+    operation_id="Machines_list_processes",
+    response_model=None,
+    responses=answers(list[r.ProcessStat], 412),
+)
 async def machine_ps(
     request: Request,
     app_name: str,

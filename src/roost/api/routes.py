@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from roost.api import responses as r
+from roost.api.docs import answers
 from roost.api.errors import BadRequest
 from roost.api.leases import NONCE_HEADER
 from roost.api.machines import Caller
@@ -18,6 +20,7 @@ from roost.api.schemas import (
     CreateAppRequest,
     CreateLeaseRequest,
     CreateMachineRequest,
+    Flag,
     SignalRequest,
     StopRequest,
     UpdateMachineRequest,
@@ -46,23 +49,50 @@ def caller(request: Request) -> Caller:
 # -- apps ---------------------------------------------------------------------------------
 
 
-@router.get("/apps", tags=["Apps"])
+@router.get(
+    "/apps",
+    tags=["Apps"],
+    operation_id="Apps_list",
+    response_model=None,
+    responses=answers(r.AppList),
+)
 async def apps_list(request: Request, org_slug: str | None = None) -> dict[str, Any]:
     return await services(request).apps.list(org_slug)
 
 
-@router.post("/apps", status_code=201, tags=["Apps"])
+@router.post(
+    "/apps",
+    status_code=201,
+    tags=["Apps"],
+    operation_id="Apps_create",
+    response_model=None,
+    responses=answers(r.CreatedApp, 422, status=201),
+)
 async def apps_create(request: Request, body: CreateAppRequest) -> dict[str, Any]:
     return await services(request).apps.create(body)
 
 
-@router.get("/apps/{app_name}", tags=["Apps"])
+@router.get(
+    "/apps/{app_name}",
+    tags=["Apps"],
+    operation_id="Apps_show",
+    response_model=None,
+    responses=answers(r.App),
+)
 async def apps_show(request: Request, app_name: str) -> dict[str, Any]:
     return await services(request).apps.get(app_name)
 
 
-@router.delete("/apps/{app_name}", status_code=202, tags=["Apps"])
-async def apps_delete(request: Request, app_name: str, force: bool = False) -> Response:
+@router.delete(
+    "/apps/{app_name}",
+    status_code=202,
+    response_class=Response,
+    tags=["Apps"],
+    operation_id="Apps_delete",
+    response_model=None,
+    responses=answers(None, 412),
+)
+async def apps_delete(request: Request, app_name: str, force: Flag = False) -> Response:
     await services(request).apps.delete(app_name, force=force)
     return Response(status_code=202)
 
@@ -70,15 +100,21 @@ async def apps_delete(request: Request, app_name: str, force: bool = False) -> R
 # -- machines -----------------------------------------------------------------------------
 
 
-@router.get("/apps/{app_name}/machines", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines",
+    tags=["Machines"],
+    operation_id="Machines_list",
+    response_model=None,
+    responses=answers(list[r.Machine]),
+)
 async def machines_list(
     request: Request,
     app_name: str,
-    include_deleted: bool = False,
-    include_leases: bool = False,
+    include_deleted: Flag = False,
+    include_leases: Flag = False,
     region: str | None = None,
     state: Annotated[list[str] | None, Query()] = None,
-    summary: bool = False,
+    summary: Flag = False,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: str | None = None,
 ) -> JSONResponse:
@@ -107,27 +143,45 @@ async def machines_list(
     return JSONResponse(machines, headers=headers)
 
 
-@router.post("/apps/{app_name}/machines", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines",
+    tags=["Machines"],
+    operation_id="Machines_create",
+    response_model=None,
+    responses=answers(r.Machine, 409, 412),
+)
 async def machines_create(
     request: Request, app_name: str, body: CreateMachineRequest
 ) -> dict[str, Any]:
     return await services(request).machines.create(app_name, body, caller(request))
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}",
+    tags=["Machines"],
+    operation_id="Machines_show",
+    response_model=None,
+    responses=answers(r.Machine),
+)
 async def machines_show(
     request: Request,
     app_name: str,
     machine_id: str,
     version: str | None = None,
-    include_leases: bool = False,
+    include_leases: Flag = False,
 ) -> dict[str, Any]:
     return await services(request).machines.get(
         app_name, machine_id, version=version, include_leases=include_leases
     )
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}",
+    tags=["Machines"],
+    operation_id="Machines_update",
+    response_model=None,
+    responses=answers(r.Machine, 409, 412),
+)
 @router.put("/apps/{app_name}/machines/{machine_id}", include_in_schema=False)
 async def machines_update(
     request: Request,
@@ -139,27 +193,45 @@ async def machines_update(
     return await services(request).machines.update(app_name, machine_id, body, nonce)
 
 
-@router.delete("/apps/{app_name}/machines/{machine_id}", tags=["Machines"])
+@router.delete(
+    "/apps/{app_name}/machines/{machine_id}",
+    tags=["Machines"],
+    operation_id="Machines_delete",
+    response_model=None,
+    responses=answers(r.Ok, 409, 412),
+)
 async def machines_delete(
     request: Request,
     app_name: str,
     machine_id: str,
-    force: bool = False,
-    kill: bool = False,
+    force: Flag = False,
+    kill: Flag = False,
     nonce: Nonce = None,
 ) -> dict[str, Any]:
     await services(request).machines.destroy(app_name, machine_id, nonce, force=force or kill)
     return {"ok": True}
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/start", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/start",
+    tags=["Machines"],
+    operation_id="Machines_start",
+    response_model=None,
+    responses=answers(r.Started, 409, 412),
+)
 async def machines_start(
     request: Request, app_name: str, machine_id: str, nonce: Nonce = None
 ) -> dict[str, Any]:
     return await services(request).machines.start(app_name, machine_id, nonce)
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/stop", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/stop",
+    tags=["Machines"],
+    operation_id="Machines_stop",
+    response_model=None,
+    responses=answers(r.Ok, 409, 412),
+)
 async def machines_stop(
     request: Request,
     app_name: str,
@@ -173,14 +245,26 @@ async def machines_stop(
     )
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/suspend", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/suspend",
+    tags=["Machines"],
+    operation_id="Machines_suspend",
+    response_model=None,
+    responses=answers(r.Ok, 409, 412),
+)
 async def machines_suspend(
     request: Request, app_name: str, machine_id: str, nonce: Nonce = None
 ) -> dict[str, Any]:
     return await services(request).machines.stop(app_name, machine_id, nonce, desired="suspended")
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/restart", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/restart",
+    tags=["Machines"],
+    operation_id="Machines_restart",
+    response_model=None,
+    responses=answers(r.Ok, 409, 412),
+)
 async def machines_restart(
     request: Request,
     app_name: str,
@@ -199,7 +283,13 @@ async def machines_restart(
     )
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/signal", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/signal",
+    tags=["Machines"],
+    operation_id="Machines_signal",
+    response_model=None,
+    responses=answers(r.Ok, 412),
+)
 async def machines_signal(
     request: Request, app_name: str, machine_id: str, body: SignalRequest
 ) -> dict[str, Any]:
@@ -207,7 +297,13 @@ async def machines_signal(
     return {"ok": True}
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/cordon", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/cordon",
+    tags=["Machines"],
+    operation_id="Machines_cordon",
+    response_model=None,
+    responses=answers(r.Ok, 409, 412),
+)
 async def machines_cordon(
     request: Request, app_name: str, machine_id: str, nonce: Nonce = None
 ) -> dict[str, Any]:
@@ -215,7 +311,13 @@ async def machines_cordon(
     return {"ok": True}
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/uncordon", tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/uncordon",
+    tags=["Machines"],
+    operation_id="Machines_uncordon",
+    response_model=None,
+    responses=answers(r.Ok, 409, 412),
+)
 async def machines_uncordon(
     request: Request, app_name: str, machine_id: str, nonce: Nonce = None
 ) -> dict[str, Any]:
@@ -223,7 +325,13 @@ async def machines_uncordon(
     return {"ok": True}
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/wait", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/wait",
+    tags=["Machines"],
+    operation_id="Machines_wait",
+    response_model=None,
+    responses=answers(r.Waited, 408),
+)
 async def machines_wait(
     request: Request,
     app_name: str,
@@ -262,7 +370,13 @@ async def machines_wait(
     )
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/events", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/events",
+    tags=["Machines"],
+    operation_id="Machines_list_events",
+    response_model=None,
+    responses=answers(list[r.MachineEvent]),
+)
 async def machines_events(
     request: Request, app_name: str, machine_id: str, limit: int = 20
 ) -> list[dict[str, Any]]:
@@ -271,7 +385,13 @@ async def machines_events(
     return await services(request).machines.events(app_name, machine_id, min(limit, MAX_EVENTS))
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/versions", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/versions",
+    tags=["Machines"],
+    operation_id="Machines_list_versions",
+    response_model=None,
+    responses=answers(list[r.MachineVersion]),
+)
 async def machines_versions(
     request: Request, app_name: str, machine_id: str
 ) -> list[dict[str, Any]]:
@@ -281,12 +401,25 @@ async def machines_versions(
 # -- leases -------------------------------------------------------------------------------
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/lease", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/lease",
+    tags=["Machines"],
+    operation_id="Machines_show_lease",
+    response_model=None,
+    responses=answers(r.LeaseEnvelope),
+)
 async def lease_show(request: Request, app_name: str, machine_id: str) -> dict[str, Any]:
     return await services(request).machines.lease_get(app_name, machine_id)
 
 
-@router.post("/apps/{app_name}/machines/{machine_id}/lease", status_code=201, tags=["Machines"])
+@router.post(
+    "/apps/{app_name}/machines/{machine_id}/lease",
+    status_code=201,
+    tags=["Machines"],
+    operation_id="Machines_create_lease",
+    response_model=None,
+    responses=answers(r.LeaseEnvelope, 409, status=201),
+)
 async def lease_create(
     request: Request,
     app_name: str,
@@ -306,7 +439,13 @@ async def lease_create(
     )
 
 
-@router.delete("/apps/{app_name}/machines/{machine_id}/lease", tags=["Machines"])
+@router.delete(
+    "/apps/{app_name}/machines/{machine_id}/lease",
+    tags=["Machines"],
+    operation_id="Machines_release_lease",
+    response_model=None,
+    responses=answers(r.ReleasedEnvelope, 409),
+)
 async def lease_release(
     request: Request, app_name: str, machine_id: str, nonce: Nonce = None
 ) -> dict[str, Any]:
@@ -316,13 +455,33 @@ async def lease_release(
 # -- metadata -----------------------------------------------------------------------------
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/metadata", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/metadata",
+    tags=["Machines"],
+    operation_id="Machines_show_metadata",
+    response_model=None,
+    responses=answers(dict[str, str]),
+)
 async def metadata_show(request: Request, app_name: str, machine_id: str) -> dict[str, str]:
     return await services(request).machines.metadata_get(app_name, machine_id)
 
 
-@router.patch("/apps/{app_name}/machines/{machine_id}/metadata", status_code=204, tags=["Machines"])
-@router.put("/apps/{app_name}/machines/{machine_id}/metadata", status_code=204, tags=["Machines"])
+@router.patch(
+    "/apps/{app_name}/machines/{machine_id}/metadata",
+    status_code=204,
+    response_class=Response,
+    tags=["Machines"],
+    operation_id="Machines_update_metadata",
+    responses=answers(None, 409, 412),
+)
+@router.put(
+    "/apps/{app_name}/machines/{machine_id}/metadata",
+    status_code=204,
+    response_class=Response,
+    tags=["Machines"],
+    operation_id="Machines_update_metadata_deprecated",
+    responses=answers(None, 409, 412),
+)
 async def metadata_update(
     request: Request, app_name: str, machine_id: str, body: UpdateMetadataRequest
 ) -> Response:
@@ -332,7 +491,13 @@ async def metadata_update(
     return Response(status_code=204)
 
 
-@router.get("/apps/{app_name}/machines/{machine_id}/metadata/{key}", tags=["Machines"])
+@router.get(
+    "/apps/{app_name}/machines/{machine_id}/metadata/{key}",
+    tags=["Machines"],
+    operation_id="Machines_get_metadata_key",
+    response_model=None,
+    responses=answers(r.MetadataValue),
+)
 async def metadata_key_show(
     request: Request, app_name: str, machine_id: str, key: str
 ) -> dict[str, str]:
@@ -340,7 +505,12 @@ async def metadata_key_show(
 
 
 @router.post(
-    "/apps/{app_name}/machines/{machine_id}/metadata/{key}", status_code=204, tags=["Machines"]
+    "/apps/{app_name}/machines/{machine_id}/metadata/{key}",
+    status_code=204,
+    response_class=Response,
+    tags=["Machines"],
+    operation_id="Machines_upsert_metadata",
+    responses=answers(None, 409),
 )
 async def metadata_key_upsert(
     request: Request, app_name: str, machine_id: str, key: str, body: UpsertMetadataKeyRequest
@@ -350,7 +520,12 @@ async def metadata_key_upsert(
 
 
 @router.delete(
-    "/apps/{app_name}/machines/{machine_id}/metadata/{key}", status_code=204, tags=["Machines"]
+    "/apps/{app_name}/machines/{machine_id}/metadata/{key}",
+    status_code=204,
+    response_class=Response,
+    tags=["Machines"],
+    operation_id="Machines_delete_metadata",
+    responses=answers(None, 409),
 )
 async def metadata_key_delete(
     request: Request, app_name: str, machine_id: str, key: str

@@ -13,6 +13,18 @@ MAX_VOLUME_GB = 500
 """Fly's largest volume."""
 
 
+def _flag(value: Any) -> bool:
+    # Query flags as Go servers read them: anything but a true word is false, so
+    # ``?include_deleted=`` (what some clients send) is no error.
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "t", "true", "y", "yes", "on")
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+"""A boolean query parameter."""
+
+
 def _signal_number(allowed: tuple[str, ...]) -> Any:
     def check(value: Any) -> int:
         if not isinstance(value, str | int) or isinstance(value, bool):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from roost.images.base import InvalidReference
+from roost.images.ref import parse_reference
 from roost.store.records import (
     App,
     Event,
@@ -78,9 +80,21 @@ def machine_view(
 
 
 def image_ref_view(record: MachineRecord, status: MachineStatus | None) -> dict[str, Any]:
+    """What the machine runs; before its first pull, what its config names (as on Fly),
+    with the digest still unknown."""
     if status and status.image_ref:
         return status.image_ref
-    return {"registry": "", "repository": "", "tag": "", "digest": "", "labels": {}}
+    try:
+        ref = parse_reference(str(record.config.get("image", "")))
+    except InvalidReference:
+        return {"registry": "", "repository": "", "tag": "", "digest": "", "labels": {}}
+    return {
+        "registry": ref.registry,
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "digest": ref.digest,
+        "labels": {},
+    }
 
 
 def event_view(event: Event) -> dict[str, Any]:

@@ -109,7 +109,7 @@ async def test_launch_builds_the_process_from_image_and_config(world: World) -> 
     assert spec.resources.memory_mb == 256
     assert await world.kinds(mid) == [
         ("launch", "created", "user"),
-        ("start", "started", "user"),
+        ("start", "started", "flyd"),
     ]
     machine = await world.machines.get("web", mid)
     assert machine["image_ref"]["digest"] == "sha256:" + "ab" * 32
@@ -136,9 +136,9 @@ async def test_stop_start_uses_the_pinned_digest(world: World) -> None:
     assert world.images.pulls[-1].endswith("@sha256:" + "ab" * 32)
     kinds = await world.kinds(mid)
     assert kinds[2:] == [
-        ("exit", "stopped", "user"),
+        ("exit", "stopped", "flyd"),
         ("stop", "stopped", "user"),
-        ("start", "started", "user"),
+        ("start", "started", "flyd"),
     ]
 
 
