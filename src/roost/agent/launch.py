@@ -1,10 +1,11 @@
 """Turn a machine's config and its image into the driver's LaunchSpec.
 
-The command follows Fly's init: ``init.exec`` replaces everything; otherwise
-``init.entrypoint`` and ``init.cmd`` override the image's ENTRYPOINT and CMD (and, as
-with Docker, a new entrypoint drops the image's CMD). The environment is the image's,
-then the config's, then the platform's own variables, which apps on the platform
-expect and must not be able to spoof.
+The command follows Fly's init: ``exec`` replaces everything; otherwise ``entrypoint``
+and ``cmd`` override the image's ENTRYPOINT and CMD (and, as with Docker, a new
+entrypoint drops the image's CMD). A ``processes`` entry that names a command replaces
+``init``'s; roost runs one process per machine. The environment is the image's, then
+the config's, then the process's (``env``, then ``env_from``), then the platform's own
+variables, which apps on the platform expect and must not be able to spoof.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from roost.images.base import Image
 from roost.runtime.base import LaunchSpec, Mount, ProcessSpec, Resources
-from roost.spec.config import MachineConfig
+from roost.spec.config import MachineConfig, MachineInit, MachineProcess
 from roost.store.records import MachineRecord
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -23,8 +24,21 @@ class LaunchError(Exception):
     """The config and image do not describe a runnable process."""
 
 
+def process(config: MachineConfig) -> MachineProcess | None:
+    processes = config.processes or []
+    if len(processes) > 1:
+        raise LaunchError(
+            f"config.processes lists {len(processes)} processes; roost runs one process per "
+            "machine: run the others in machines of their own"
+        )
+    return processes[0] if processes else None
+
+
 def command(config: MachineConfig, image: Image) -> list[str]:
-    init = config.init
+    init: MachineInit | MachineProcess = config.init
+    chosen = process(config)
+    if chosen is not None and (chosen.exec or chosen.entrypoint or chosen.cmd):
+        init = chosen
     if init.exec:
         return list(init.exec)
     entrypoint = init.entrypoint if init.entrypoint is not None else image.config.entrypoint
@@ -51,6 +65,18 @@ def environment(
         if key:
             env[key] = value
     env.update(config.env or {})
+    chosen = process(config)
+    if chosen is not None:
+        env.update(chosen.env or {})
+        fields = {
+            "id": record.id,
+            "version": record.version,
+            "app_name": record.app,
+            "private_ip": record.private_ip,
+            "region": record.region,
+            "image": str(image.ref),
+        }
+        env.update({item.env_var: fields[item.field_ref] for item in chosen.env_from or []})
     guest = config.resolved_guest
     metadata = config.metadata or {}
     platform = {
@@ -118,7 +144,8 @@ def launch_spec(
     primary_region: str = "",
     mounts: tuple[Mount, ...] = (),
 ) -> LaunchSpec:
-    uid, gid = user_ids(image.rootfs, image.config.user)
+    chosen = process(config)
+    uid, gid = user_ids(image.rootfs, (chosen.user if chosen else None) or image.config.user)
     guest = config.resolved_guest
     return LaunchSpec(
         machine_id=record.id,

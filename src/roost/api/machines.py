@@ -44,6 +44,7 @@ from roost.net.ipam import FIRST_INDEX, MachineAddressing
 from roost.spec import ids
 from roost.spec.config import MachineConfig
 from roost.spec.states import SETTLED, TRANSIENT
+from roost.spec.unhonoured import describe, unhonoured
 from roost.store import KV, Compare, Delete, Put, Store
 from roost.store.records import (
     IPAM_PREFIX,
@@ -59,6 +60,7 @@ from roost.store.records import (
     alive_key,
     app_key,
     command_key,
+    event_key,
     events_prefix,
     host_key,
     hostalloc_key,
@@ -218,9 +220,13 @@ class Machines:
                 unchanged, attach = volume.ops(mid)
                 compares.append(unchanged)
                 puts.append(attach)
+            notices = _notices(app, mid, config, now)
+            puts.extend(Put(event_key(app, mid, e.id), e.to_json()) for e in notices)
             result = await self._store.txn(compares, puts)
             if result.succeeded:
-                return machine_view(record, status, nonce=lease.nonce if lease else None)
+                return machine_view(
+                    record, status, events=notices, nonce=lease.nonce if lease else None
+                )
             if await self._store.get(app_key(app)) is None:
                 raise AppNotFound(app)
         raise Conflict("too many concurrent changes while creating the machine; retry")
@@ -386,10 +392,12 @@ class Machines:
             )
             compares, puts = self._cas(snap, new)
             puts.append(Put(version_key(app, mid, version), _version(version, new_config, stamp)))
+            notices = _notices(app, mid, config, now)
+            puts.extend(Put(event_key(app, mid, e.id), e.to_json()) for e in notices)
             await self._resize(record, config, compares, puts)
             if (await self._store.txn(compares, puts)).succeeded:
                 await self._trim_versions(app, mid)
-                return machine_view(new, snap.status)
+                return machine_view(new, snap.status, events=notices)
         raise Conflict("too many concurrent changes to the machine; retry")
 
     async def _trim_versions(self, app: str, mid: str) -> None:
@@ -784,6 +792,23 @@ def _waited(state: str, status: MachineStatus | None, record: MachineRecord) -> 
     if status and status.event_id:
         out["event_id"] = status.event_id
     return out
+
+
+def _notices(app: str, mid: str, config: MachineConfig, now: float) -> list[Event]:
+    """Tell, on the machine, what of its config roost will not act on."""
+    ignored = unhonoured(config)
+    if not ignored:
+        return []
+    return [
+        Event(
+            id=ids.ulid(now),
+            type="config",
+            status="ignored",
+            source="flyd",
+            timestamp=int(now * 1000),
+            message=describe(ignored),
+        )
+    ]
 
 
 def _version(version: str, config: dict[str, Any], stamp: str) -> str:

@@ -30,7 +30,7 @@ from roost.cli.config import (
     updated_config,
     volume_option,
 )
-from roost.cli.output import ago, config_diff, confirm, fields, print_json, table
+from roost.cli.output import ago, config_diff, confirm, fields, print_json, table, warn_ignored
 from roost.cli.session import Session
 from roost.cli.views import (
     checks_summary,
@@ -254,6 +254,7 @@ def run(
         f"Machine {created['id']} ({created.get('name', '')}) created in app {target.app}, "
         f"region {created.get('region', '')}"
     )
+    warn_ignored(created)
     if skip_start:
         click.echo(f"Start it with `roost machine start {created['id']} -a {target.app}`")
         return
@@ -328,6 +329,7 @@ def clone(
         f"Machine {machine_id} cloned into {created['id']} ({created.get('name', '')}), "
         f"region {created.get('region', '')}"
     )
+    warn_ignored(created)
     if watched:
         click.echo(
             f"Machine {created['id']} is a standby for {', '.join(watched)}: it stays "
@@ -539,6 +541,7 @@ def update(
         updated = target.client.update_machine(target.app, machine_id, request, nonce=nonce)
     version = updated.get("version")
     click.echo(f"Machine {machine_id} updated to version {version}")
+    warn_ignored(updated)
     if detach:
         return
     state = wait_for_state(

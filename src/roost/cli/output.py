@@ -96,6 +96,14 @@ def _flatten(value: Any, prefix: str = "", out: dict[str, str] | None = None) ->
     return out
 
 
+def warn_ignored(machine: Any) -> None:
+    """Say what of a machine's config the server will not act on (its ``config``
+    events in a create or update answer)."""
+    for event in machine.get("events") or []:
+        if event.get("type") == "config" and event.get("message"):
+            click.echo(f"Warning: {event['message']}", err=True)
+
+
 def confirm(question: str, *, yes: bool, can_ask: bool) -> bool:
     """True when the user agreed (or passed --yes); without a terminal, --yes is required."""
     if yes:

@@ -204,6 +204,25 @@ class MachineFile(WireModel):
         return value
 
 
+class EnvFrom(WireModel):
+    env_var: str
+    field_ref: Literal["id", "version", "app_name", "private_ip", "region", "image"]
+
+
+class MachineProcess(WireModel):
+    """One process of the machine: what it runs, as whom, with what environment. Its
+    command fields replace ``init``'s when set."""
+
+    exec: list[str] | None = None
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    user: str | None = None
+    env: dict[str, str] | None = None
+    env_from: list[EnvFrom] | None = None
+    secrets: list[dict[str, Any]] | None = None
+    ignore_app_secrets: StrictBool | None = None
+
+
 class MachineConfig(WireModel):
     image: Annotated[str, Field(min_length=1)]
     env: dict[str, str] | None = None
@@ -217,7 +236,7 @@ class MachineConfig(WireModel):
     schedule: Literal["hourly", "daily", "weekly", "monthly"] | None = None
     mounts: list[MachineMount] | None = None
     metadata: dict[str, str] | None = None
-    processes: list[dict[str, Any]] | None = None
+    processes: list[MachineProcess] | None = None
     files: list[MachineFile] | None = None
     dns: dict[str, Any] | None = None
     standbys: list[str] | None = None

@@ -506,3 +506,26 @@ async def test_openapi_document_is_served(api: Api) -> None:
     assert r.status_code == 200
     paths = r.json()["paths"]
     assert "/v1/apps/{app_name}/machines/{machine_id}/wait" in paths
+
+
+async def test_config_roost_does_not_act_on_is_named_on_the_machine(api: Api) -> None:
+    await make_app(api)
+    config = {
+        "image": IMAGE,
+        "schedule": "daily",
+        "dns": {"nameservers": ["10.0.0.1"]},
+        "init": {"swap_size_mb": 512},
+        "services": [
+            {"internal_port": 8080, "ports": [{"port": 5432, "handlers": ["pg_tls"]}]}
+        ],
+    }
+    created = await make_machine(api, config=config)
+    notices = [e for e in created["events"] if e["type"] == "config"]
+    assert len(notices) == 1 and notices[0]["source"] == "flyd"
+    for field in ("schedule", "dns", "init.swap_size_mb", "services[0].ports[0].handlers=pg_tls"):
+        assert field in notices[0]["message"]
+    events = (await api.client.get(f"/v1/apps/web/machines/{created['id']}/events")).json()
+    assert [e["message"] for e in events if e["type"] == "config"] == [notices[0]["message"]]
+    # A config roost acts on entirely says nothing.
+    plain = await make_machine(api)
+    assert plain["events"] == []
