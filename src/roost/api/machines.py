@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from roost.api import settle
 from roost.api.errors import (
     AppNotFound,
     BadRequest,
@@ -77,8 +78,6 @@ from roost.store.records import (
 )
 
 CAS_ATTEMPTS = 50
-BUSY_WAIT = 60.0
-"""How long an operation waits behind one the machine is in the middle of."""
 EVENTS_IN_VIEW = 10
 VERSIONS_KEPT = 20
 # Machines in these states are running, or about to be: destroying them needs force.
@@ -346,7 +345,7 @@ class Machines:
     ) -> dict[str, Any]:
         config = req.config
         _check_image(config.image)
-        deadline = asyncio.get_running_loop().time() + BUSY_WAIT
+        until = settle.deadline()
         for _ in range(CAS_ATTEMPTS):
             snap = await self._load(app, mid)
             check_nonce(mid, snap.lease, nonce)
@@ -367,7 +366,7 @@ class Machines:
                 busy = MachineBusy(
                     "failed_precondition: machine getting replaced, refusing to update"
                 )
-                await self._wait_out(snap, busy, deadline)
+                await self._wait_out(snap, busy, until)
                 continue
             now = self._clock()
             stamp = rfc3339(now)
@@ -513,12 +512,18 @@ class Machines:
         await self._mutate(app, mid, nonce, change)
 
     async def signal(self, app: str, mid: str, signum: int) -> None:
-        snap = await self._load(app, mid)
-        if snap.state not in ("started", "starting"):
-            raise PreconditionFailed(
+        until = settle.deadline()
+        while True:
+            snap = await self._load(app, mid)
+            if snap.state == "started":
+                break
+            message = (
                 f"failed_precondition: machine {mid} is {snap.state}; only a running "
                 "machine can be signalled"
             )
+            if snap.state not in TRANSIENT:
+                raise PreconditionFailed(message)
+            await self._wait_out(snap, MachineBusy(message), until)
         command = Command(id=ids.ulid(self._clock()), type="signal", signal=signum)
         await self._store.put(command_key(snap.record.host_id, mid, command.id), command.to_json())
 
@@ -533,7 +538,7 @@ class Machines:
         allow_destroyed: bool = False,
         lease_gated: bool = True,
     ) -> tuple[Snapshot, MachineRecord | None]:
-        deadline = asyncio.get_running_loop().time() + BUSY_WAIT
+        until = settle.deadline()
         for _ in range(CAS_ATTEMPTS):
             snap = await self._load(app, mid, allow_destroyed=allow_destroyed)
             if lease_gated:
@@ -541,7 +546,7 @@ class Machines:
             try:
                 new = change(snap)
             except MachineBusy as busy:
-                await self._wait_out(snap, busy, deadline)
+                await self._wait_out(snap, busy, until)
                 continue
             if new is None:
                 return snap, None
@@ -552,18 +557,12 @@ class Machines:
                 return snap, new
         raise Conflict("too many concurrent changes to the machine; retry")
 
-    async def _wait_out(self, snap: Snapshot, busy: MachineBusy, deadline: float) -> None:
-        """Queue behind the operation the machine is in the middle of: wait for its next
-        status, then the caller looks again. Clients send operations back to back (update,
-        then start at once) and Fly answers them as if the first had finished."""
+    async def _wait_out(self, snap: Snapshot, busy: MachineBusy, until: float) -> None:
+        """Queue behind the operation the machine is in the middle of (see
+        ``api.settle``): back once its status changes, ``busy`` raised at ``until``."""
         key = status_key(snap.record.app, snap.record.id)
-        try:
-            async with asyncio.timeout_at(deadline):
-                async for event in self._store.watch(key, snap.status_revision + 1):
-                    if event.kv.key == key:
-                        return
-        except TimeoutError:
-            raise busy from None
+        if not await settle.next_change(self._store, key, snap.status_revision, until):
+            raise busy
 
     def _cas(self, snap: Snapshot, new: MachineRecord) -> tuple[list[Compare], list[Any]]:
         key = machine_key(new.app, new.id)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from roost.api import settle
 from roost.api.errors import (
     AppNotFound,
     BadRequest,
@@ -304,6 +305,7 @@ class Volumes:
         return volume_view(await self._mutate(app, volume_id, change))
 
     async def extend(self, app: str, volume_id: str, req: ExtendVolumeRequest) -> dict[str, Any]:
+        until = settle.deadline()
         for _ in range(CAS_ATTEMPTS):
             loaded = await self._load(app, volume_id)
             volume = loaded.volume
@@ -313,10 +315,16 @@ class Volumes:
                     f"ask for more than {volume.size_gb}"
                 )
             if not volume_can(volume.state, "extend"):
-                raise PreconditionFailed(
+                refused = PreconditionFailed(
                     f"failed_precondition: volume {volume_id} is {volume.state}; "
                     "extend it once it is created"
                 )
+                # A volume still being made is extended once it is: wait that out.
+                if volume.state != "creating" or not await settle.next_change(
+                    self._store, loaded.kv.key, loaded.kv.mod_revision, until
+                ):
+                    raise refused
+                continue
             more = req.size_gb - volume.size_gb
             alloc_key = hostalloc_key(volume.host_id)
             alloc_kv = await self._store.get(alloc_key)

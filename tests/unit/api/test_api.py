@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from roost.api import machines as machines_module
+from roost.api import settle
 from roost.store.records import HostRecord, alive_key, host_key, machine_key
 from tests.unit.api.conftest import Api, add_host
 
@@ -450,7 +450,7 @@ async def test_an_operation_waits_behind_one_in_progress(api: Api) -> None:
 async def test_an_operation_gives_up_waiting_with_a_clear_error(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(machines_module, "BUSY_WAIT", 0.1)
+    monkeypatch.setattr(settle, "BUSY_WAIT", 0.1)
     await make_app(api)
     mid = (await make_machine(api))["id"]
     await api.set_state("web", mid, "replacing")
