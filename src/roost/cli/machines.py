@@ -579,11 +579,16 @@ def _signal_name(text: str) -> str:
 @machine.command("list")
 @app_command
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
-def list_machines(target: Target, as_json: bool) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print only the ids, oldest first.")
+def list_machines(target: Target, as_json: bool, quiet: bool) -> None:
     """List the app's machines."""
     machines = target.client.list_machines(target.app)
     if as_json:
         print_json(machines)
+        return
+    if quiet:
+        for m in sorted(machines, key=lambda m: m.get("created_at", "")):
+            click.echo(m["id"])
         return
     if not machines:
         click.echo(f"No machines in app {target.app}.", err=True)

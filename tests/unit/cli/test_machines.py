@@ -509,6 +509,15 @@ def test_list_table(roost: RunCLI, api: FakeAPI) -> None:
     assert row.endswith("ago")
 
 
+def test_list_quiet_prints_ids_oldest_first(roost: RunCLI, api: FakeAPI) -> None:
+    newer = machine(id="bbbbbbbbbbbbbb", created_at="2024-05-02T00:00:00Z")
+    older = machine(id="aaaaaaaaaaaaaa", created_at="2024-05-01T00:00:00Z")
+    api.on("GET", MACHINES, (200, [newer, older]))
+    result = roost("machine", "list", "-a", APP, "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["aaaaaaaaaaaaaa", "bbbbbbbbbbbbbb"]
+
+
 def test_list_empty(roost: RunCLI, api: FakeAPI) -> None:
     api.on("GET", MACHINES, (200, []))
     result = roost("machine", "list", "-a", APP)
