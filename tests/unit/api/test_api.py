@@ -515,9 +515,7 @@ async def test_config_roost_does_not_act_on_is_named_on_the_machine(api: Api) ->
         "schedule": "daily",
         "dns": {"nameservers": ["10.0.0.1"]},
         "init": {"swap_size_mb": 512},
-        "services": [
-            {"internal_port": 8080, "ports": [{"port": 5432, "handlers": ["pg_tls"]}]}
-        ],
+        "services": [{"internal_port": 8080, "ports": [{"port": 5432, "handlers": ["pg_tls"]}]}],
     }
     created = await make_machine(api, config=config)
     notices = [e for e in created["events"] if e["type"] == "config"]
