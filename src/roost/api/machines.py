@@ -45,7 +45,7 @@ from roost.net.ipam import FIRST_INDEX, MachineAddressing
 from roost.spec import ids
 from roost.spec.config import MachineConfig
 from roost.spec.states import SETTLED, TRANSIENT
-from roost.spec.unhonoured import describe, unhonoured
+from roost.spec.unhonoured import describe
 from roost.store import KV, Compare, Delete, Put, Store
 from roost.store.records import (
     IPAM_PREFIX,
@@ -795,8 +795,8 @@ def _waited(state: str, status: MachineStatus | None, record: MachineRecord) -> 
 
 def _notices(app: str, mid: str, config: MachineConfig, now: float) -> list[Event]:
     """Tell, on the machine, what of its config roost will not act on."""
-    ignored = unhonoured(config)
-    if not ignored:
+    message = describe(config)
+    if not message:
         return []
     return [
         Event(
@@ -805,7 +805,7 @@ def _notices(app: str, mid: str, config: MachineConfig, now: float) -> list[Even
             status="ignored",
             source="flyd",
             timestamp=int(now * 1000),
-            message=describe(ignored),
+            message=message,
         )
     ]
 

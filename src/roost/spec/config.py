@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainSerializer,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     field_validator,
@@ -79,10 +82,39 @@ def _stop_signal(value: Any) -> str:
 
 
 class WireModel(BaseModel):
+    """A wire object: unknown keys are dropped (as Fly's Go decoder drops them), but
+    remembered in ``unknown`` so they can be reported instead of vanishing."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    _unknown: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_unknown(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        model = handler(data)
+        if isinstance(data, dict) and isinstance(model, WireModel):
+            known = _field_names(cls)
+            model._unknown = tuple(str(k) for k in data if k not in known)
+        return model
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        return self._unknown
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        if field.alias:
+            names.add(field.alias)
+        if isinstance(field.validation_alias, str):
+            names.add(field.validation_alias)
+        elif isinstance(field.validation_alias, AliasChoices):
+            names.update(c for c in field.validation_alias.choices if isinstance(c, str))
+    return frozenset(names)
 
 
 class MachineGuest(WireModel):

@@ -1,16 +1,18 @@
-"""Config fields roost accepts, as Fly does, but does not act on (yet).
+"""Config fields roost accepts, as Fly does, but does not act on (yet), and keys that
+are not Fly's at all.
 
 Fly's clients send whole configs, so refusing these would break them; keeping quiet
 about them would let a user believe, say, that a schedule runs. ``unhonoured`` names
-every such field a config sets, by its dotted path, so the API can record it on the
-machine (an event) for the user to see.
+every such field a config sets, and ``unknown`` every key Fly would drop (as roost
+does), by dotted path, so the API can record them on the machine (an event) for the
+user to see.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from roost.spec.config import MachineConfig
+from roost.spec.config import MachineConfig, WireModel
 
 TOP_LEVEL = (
     "schedule",
@@ -71,10 +73,33 @@ def unhonoured(config: MachineConfig) -> list[str]:
     return out
 
 
+def unknown(model: WireModel, prefix: str = "") -> list[str]:
+    out = [f"{prefix}{key}" for key in model.unknown]
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, WireModel):
+            out += unknown(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, WireModel):
+                    out += unknown(item, f"{prefix}{name}[{i}].")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, WireModel):
+                    out += unknown(item, f"{prefix}{name}.{key}.")
+    return out
+
+
 def _set(model: BaseModel, names: tuple[str, ...], prefix: str) -> list[str]:
     # ``False`` and empty values ask for nothing, so nothing is ignored.
     return [f"{prefix}{name}" for name in names if getattr(model, name, None)]
 
 
-def describe(fields: list[str]) -> str:
-    return f"roost does not act on {', '.join(fields)} yet: kept in the config, without effect"
+def describe(config: MachineConfig) -> str:
+    """One sentence for the user; empty when roost takes the whole config."""
+    parts = []
+    if kept := unhonoured(config):
+        parts.append(f"roost does not act on {', '.join(kept)} yet (kept, without effect)")
+    if dropped := unknown(config):
+        parts.append(f"{', '.join(dropped)} are not Machines API fields (dropped)")
+    return "; ".join(parts)

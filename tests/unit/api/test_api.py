@@ -515,6 +515,7 @@ async def test_config_roost_does_not_act_on_is_named_on_the_machine(api: Api) ->
         "schedule": "daily",
         "dns": {"nameservers": ["10.0.0.1"]},
         "init": {"swap_size_mb": 512},
+        "auto_start_machines": True,
         "services": [{"internal_port": 8080, "ports": [{"port": 5432, "handlers": ["pg_tls"]}]}],
     }
     created = await make_machine(api, config=config)
@@ -522,6 +523,8 @@ async def test_config_roost_does_not_act_on_is_named_on_the_machine(api: Api) ->
     assert len(notices) == 1 and notices[0]["source"] == "flyd"
     for field in ("schedule", "dns", "init.swap_size_mb", "services[0].ports[0].handlers=pg_tls"):
         assert field in notices[0]["message"]
+    assert "auto_start_machines are not Machines API fields (dropped)" in notices[0]["message"]
+    assert "auto_start_machines" not in created["config"]
     events = (await api.client.get(f"/v1/apps/web/machines/{created['id']}/events")).json()
     assert [e["message"] for e in events if e["type"] == "config"] == [notices[0]["message"]]
     # A config roost acts on entirely says nothing.

@@ -201,14 +201,21 @@ async def test_update_changes_the_snapshot_retention(api: Api) -> None:
 async def test_extend_only_grows_and_reserves_the_difference(api: Api) -> None:
     await make_app(api)
     vid = (await make_volume(api, size_gb=10))["id"]
-    r = await api.client.put(f"/v1/apps/web/volumes/{vid}/extend", json={"size_gb": 20})
-    assert r.status_code == 412 and "extend it once it is created" in r.json()["error"]
+    # Right after its create, a volume is still being made: the extend waits for it.
+    early = asyncio.create_task(
+        api.client.put(f"/v1/apps/web/volumes/{vid}/extend", json={"size_gb": 12})
+    )
+    await asyncio.sleep(0.05)
+    assert not early.done()
+    await set_volume(api, "web", vid, state="created")
+    r = await early
+    assert r.status_code == 200 and r.json()["volume"]["size_gb"] == 12
     await set_volume(api, "web", vid, state="created")
     r = await api.client.put(f"/v1/apps/web/volumes/{vid}/extend", json={"size_gb": 10})
     assert r.status_code == 400 and "volumes only grow" in r.json()["error"]
     r = await api.client.put(f"/v1/apps/web/volumes/{vid}/extend", json={"size_gb": 111})
     assert r.status_code == 412 and r.json()["status"] == "insufficient_capacity"
-    assert "has 90 GB free, not 101" in r.json()["error"]
+    assert "has 88 GB free, not 99" in r.json()["error"]
     r = await api.client.put(f"/v1/apps/web/volumes/{vid}/extend", json={"size_gb": 20})
     assert r.status_code == 200, r.text
     assert r.json()["needs_restart"] is False
