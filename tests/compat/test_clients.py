@@ -141,6 +141,10 @@ def test_sdk_lifecycle_with_fly_region_codes(wire: Any, demo_images: dict[str, s
     assert machine["image_ref"]["repository"] == "roost/hello"
     call("GET", _m(app, mid) + "/wait", params={"instance_id": version, "state": "started"})
     call("GET", _m(app), params={"region": "iad", "include_deleted": ""})
+    across = call("GET", "/v1/orgs/personal/machines", params={"limit": 1000})
+    assert mid in [m["id"] for m in across["machines"]]
+    regions = call("GET", "/v1/platform/regions")
+    assert regions["nearest"] == "test"
     assert [m["id"] for m in call("GET", _m(app), params={"metadata.role": "web"})] == [mid]
 
     call("POST", _m(app, mid) + "/stop", json={"signal": "SIGTERM", "timeout": "5s"})

@@ -23,6 +23,7 @@ from roost.api.docs import openapi
 from roost.api.errors import APIError
 from roost.api.host_routes import router as hosts_router
 from roost.api.io_routes import router as io_router
+from roost.api.org_routes import router as org_router
 from roost.api.routes import router
 from roost.api.services import Services
 from roost.api.volume_routes import router as volumes_router
@@ -45,6 +46,7 @@ def create_app(services: Services, *, ready: Callable[[], bool] = lambda: True) 
     app.include_router(io_router)
     app.include_router(volumes_router)
     app.include_router(hosts_router)
+    app.include_router(org_router)
     app.include_router(dashboard_router)
 
     @app.get("/metrics", include_in_schema=False)

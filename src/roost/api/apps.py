@@ -37,12 +37,25 @@ class Apps:
         self._volumes = volumes
         self._clock = clock
 
-    async def list(self, org_slug: str | None) -> dict[str, Any]:
+    async def list(
+        self, org_slug: str | None, *, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """Apps by name; with ``limit``, a page of them and the cursor to the next."""
         apps = [App.from_json(kv.value) for kv in (await self._store.range("/apps/")).kvs]
         if org_slug:
             apps = [a for a in apps if a.org_slug == org_slug]
-        views = [await self._view(a) for a in apps]
-        return {"apps": views, "total_apps": len(views)}
+        apps.sort(key=lambda a: a.name)
+        total = len(apps)
+        if cursor:
+            apps = [a for a in apps if a.name > cursor]
+        page = apps[:limit] if limit else apps
+        out: dict[str, Any] = {
+            "apps": [await self._view(a) for a in page],
+            "total_apps": total,
+        }
+        if limit and len(apps) > limit:
+            out["next_cursor"] = page[-1].name
+        return out
 
     async def create(self, req: CreateAppRequest) -> dict[str, Any]:
         if not ids.is_app_name(req.name):

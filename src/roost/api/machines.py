@@ -105,6 +105,13 @@ class Snapshot:
     def state(self) -> str:
         return self.status.state if self.status else "created"
 
+    @property
+    def busy(self) -> bool:
+        """In the middle of an operation: moving between states, or given an order its
+        agent has not carried out yet."""
+        applied = self.status.generation if self.status else 0
+        return self.state in TRANSIENT or applied < self.record.generation
+
 
 class Machines:
     def __init__(
@@ -484,7 +491,8 @@ class Machines:
             if snap.record.desired == "destroyed":
                 return None
             if snap.state in ACTIVE_STATES and not force:
-                refusal = MachineBusy if snap.state in TRANSIENT else PreconditionFailed
+                # Say, stopped a moment ago and not down yet: destroy once it is.
+                refusal = MachineBusy if snap.busy else PreconditionFailed
                 raise refusal(
                     f"failed_precondition: machine {mid} is {snap.state}; stop it first "
                     "or destroy it with force=true"
@@ -521,7 +529,7 @@ class Machines:
                 f"failed_precondition: machine {mid} is {snap.state}; only a running "
                 "machine can be signalled"
             )
-            if snap.state not in TRANSIENT:
+            if not snap.busy:
                 raise PreconditionFailed(message)
             await self._wait_out(snap, MachineBusy(message), until)
         command = Command(id=ids.ulid(self._clock()), type="signal", signal=signum)

@@ -53,6 +53,7 @@ class App(Body):
 class AppList(Body):
     apps: list[App]
     total_apps: int
+    next_cursor: str | None = Field(None, description="With limit, while more apps remain.")
 
 
 class CreatedApp(Body):
@@ -271,6 +272,47 @@ class VolumeSnapshot(Body):
     retention_days: int
 
 
+# -- across an organization --------------------------------------------------------------
+
+
+class MachineOverview(Body):
+    image: str
+    guest: dict[str, object] | None = None
+    metadata: dict[str, str] | None = None
+
+
+class OrgMachine(Body):
+    app_name: str
+    id: str
+    name: str
+    state: str
+    region: str
+    private_ip: str
+    version: str
+    created_at: str
+    updated_at: str
+    config: MachineOverview | None = Field(None, description="Left out of summaries.")
+
+
+class OrgMachines(Body):
+    machines: list[OrgMachine]
+    next_cursor: str | None = None
+    last_machine_id: str | None = None
+    last_updated_at: str | None = None
+
+
+class OrgVolume(Volume):
+    app_name: str
+    updated_at: str
+
+
+class OrgVolumes(Body):
+    volumes: list[OrgVolume]
+    next_cursor: str | None = None
+    last_volume_id: str | None = None
+    last_updated_at: str | None = None
+
+
 # -- hosts (roost's own) ----------------------------------------------------------------------
 
 
@@ -315,8 +357,8 @@ class Host(Body):
 class Region(Body):
     code: str
     name: str
-    latitude: float | None
-    longitude: float | None
+    latitude: float | None = Field(None, description="Left out for a region with no place.")
+    longitude: float | None = None
     geo_region: str
     gateway_available: bool
     requires_paid_plan: bool

@@ -56,8 +56,15 @@ def caller(request: Request) -> Caller:
     response_model=None,
     responses=answers(r.AppList),
 )
-async def apps_list(request: Request, org_slug: str | None = None) -> dict[str, Any]:
-    return await services(request).apps.list(org_slug)
+async def apps_list(
+    request: Request,
+    org_slug: str | None = None,
+    app_role: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=5000)] = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    # Apps have no roles here: app_role is accepted and matches every app.
+    return await services(request).apps.list(org_slug, limit=limit, cursor=cursor)
 
 
 @router.post(

@@ -9,6 +9,7 @@ from roost.api.auth import Authenticator
 from roost.api.hosts import Hosts
 from roost.api.machine_io import MachineIO
 from roost.api.machines import Machines
+from roost.api.orgs import Orgs
 from roost.api.volumes import Volumes
 from roost.metrics import Registry
 
@@ -24,3 +25,4 @@ class Services:
     """Served at /metrics; the server adds its agent's metrics to it."""
     hosts: Hosts | None = None
     volumes: Volumes | None = None
+    orgs: Orgs | None = None

@@ -24,6 +24,7 @@ from roost.api.auth import Authenticator
 from roost.api.hosts import Hosts
 from roost.api.machine_io import HostLink, MachineIO
 from roost.api.machines import Machines
+from roost.api.orgs import Orgs
 from roost.api.placement import Placement
 from roost.api.remote import RemoteHosts
 from roost.api.services import Services
@@ -67,6 +68,7 @@ class ApiStack:
             metrics=metrics,
             hosts=Hosts(store, link),
             volumes=self.volumes,
+            orgs=Orgs(store, self.machines, self.volumes, placement, region=region),
         )
 
     async def serve(self, listen: str, ready: Callable[[], bool]) -> AsgiServer:

@@ -12,12 +12,21 @@ from roost.api.app import create_app
 from roost.api.apps import Apps
 from roost.api.auth import Authenticator
 from roost.api.machines import Machines
+from roost.api.orgs import Orgs
 from roost.api.placement import Placement
 from roost.api.services import Services
 from roost.api.volumes import Volumes
 from roost.net.ipam import MachineAddressing
 from roost.store import SqliteStore
-from roost.store.records import HostRecord, MachineStatus, alive_key, host_key, status_key
+from roost.store.records import (
+    HostRecord,
+    MachineRecord,
+    MachineStatus,
+    alive_key,
+    host_key,
+    machine_key,
+    status_key,
+)
 
 
 @dataclass
@@ -41,6 +50,9 @@ class Api:
         assert kv is not None
         status = MachineStatus.from_json(kv.value)
         status.state = state
+        record_kv = await self.store.get(machine_key(app, mid))
+        assert record_kv is not None
+        status.generation = MachineRecord.from_json(record_kv.value).generation
         await self.store.put(status_key(app, mid), status.to_json())
 
 
@@ -74,6 +86,7 @@ async def api() -> AsyncIterator[Api]:
         machines=machines,
         auth=auth,
         volumes=volumes,
+        orgs=Orgs(store, machines, volumes, placement, region="test"),
     )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(

@@ -530,3 +530,46 @@ async def test_config_roost_does_not_act_on_is_named_on_the_machine(api: Api) ->
     # A config roost acts on entirely says nothing.
     plain = await make_machine(api)
     assert plain["events"] == []
+
+
+async def test_apps_page_by_name(api: Api) -> None:
+    for name in ("c-app", "a-app", "b-app"):
+        await make_app(api, name)
+    first = (await api.client.get("/v1/apps", params={"org_slug": "personal", "limit": 2})).json()
+    assert [a["name"] for a in first["apps"]] == ["a-app", "b-app"]
+    assert first["total_apps"] == 3 and first["next_cursor"] == "b-app"
+    rest = (
+        await api.client.get("/v1/apps", params={"limit": 2, "cursor": first["next_cursor"]})
+    ).json()
+    assert [a["name"] for a in rest["apps"]] == ["c-app"] and "next_cursor" not in rest
+
+
+async def test_org_machines_across_apps_page_by_update(api: Api) -> None:
+    await make_app(api, "one")
+    await make_app(api, "two")
+    r = await api.client.post("/v1/apps", json={"name": "elsewhere", "org_slug": "other"})
+    assert r.status_code == 201
+    made = []
+    for app in ("one", "two", "one", "elsewhere"):
+        api.clock.now += 1
+        made.append((app, (await make_machine(api, app))["id"]))
+    page = (await api.client.get("/v1/orgs/personal/machines", params={"limit": 2})).json()
+    assert [(m["app_name"], m["id"]) for m in page["machines"]] == made[:2]
+    assert page["machines"][0]["config"]["image"] == IMAGE
+    assert page["last_machine_id"] == made[1][1]
+    rest = (
+        await api.client.get(
+            "/v1/orgs/personal/machines", params={"cursor": page["next_cursor"], "summary": True}
+        )
+    ).json()
+    assert [(m["app_name"], m["id"]) for m in rest["machines"]] == made[2:3]
+    assert "config" not in rest["machines"][0] and "next_cursor" not in rest
+
+
+async def test_platform_regions(api: Api) -> None:
+    await add_host(api.store, "h2", "fra")
+    body = (await api.client.get("/v1/platform/regions")).json()
+    assert body["nearest"] == "test"
+    rows = {row["code"]: row for row in body["regions"]}
+    assert set(rows) == {"fra", "test"}
+    assert rows["fra"]["name"] == "Frankfurt, Germany" and rows["fra"]["geo_region"] == "eu"
