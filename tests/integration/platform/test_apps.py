@@ -15,7 +15,7 @@ from roost.images.build import build_image, push
 from roost.images.local_registry import LocalRegistry
 from tests.fixtures.platform import RoostServer
 from tests.fixtures.registry import run_async
-from tests.integration.platform.helpers import http_get, unique
+from tests.integration.platform.helpers import http_get, unique, until
 
 pytestmark = pytest.mark.root
 
@@ -130,6 +130,12 @@ def test_launch_deploy_roll_back_and_status(
     assert all(m["state"] == "started" for m in web_after)
     assert "rolled back" in failed.stdout
 
+    # A rolled-back machine is started at once; its checks pass a moment later.
+    def web_healthy() -> bool:
+        web_now = group(machines(roost, app), "web")
+        return all(m["checks"] and m["checks"][0]["status"] == "passing" for m in web_now)
+
+    until(web_healthy)
     status = ok(roost.cli("status", "-a", app))
     assert "Release:  v2" in status
     rows = status.split("Machines\n")[1].splitlines()
