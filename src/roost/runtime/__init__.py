@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from roost.runtime import seccomp
 from roost.runtime.base import (
     Driver,
     DriverError,
@@ -62,6 +63,8 @@ def select_driver(
         problem = "it needs root"
     elif shutil.which(runc) is None:
         problem = f"{runc} is not installed"
+    elif not seccomp.PROFILE_PATH.exists():
+        problem = f"its seccomp profile is missing ({seccomp.PROFILE_PATH})"
     if problem is None:
         return RuncDriver(state_dir, runc_root=runc_root, cgroup_parent=cgroup_parent, runc=runc)
     if prefer == "runc":

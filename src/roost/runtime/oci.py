@@ -104,6 +104,7 @@ def build_config(
     resolv_path: Path,
     nofile: int = NOFILE_LIMIT,
     init: Path | None = None,
+    seccomp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runc ``config.json`` for ``spec``.
 
@@ -113,7 +114,8 @@ def build_config(
     ``nofile`` is the open-files limit (soft = hard). ``init`` is a static init binary
     (tini) mounted read-only as PID 1 in front of the command: the kernel drops signals
     to a PID 1 that installed no handler, so without it a machine's process would ignore
-    the stop signal and every stop would wait for SIGKILL.
+    the stop signal and every stop would wait for SIGKILL. ``seccomp`` is the syscall
+    filter (``runtime.seccomp``).
     """
     res = spec.resources
     memory = res.memory_mb * 1024 * 1024
@@ -129,6 +131,30 @@ def build_config(
     if init is not None:
         mounts.append(_bind(init, INIT_PATH, True))
         args = [INIT_PATH, "--", *args]
+    linux: dict[str, Any] = {
+        "cgroupsPath": cgroups_path,
+        "resources": {
+            "devices": [{"allow": False, "access": "rwm"}],
+            "memory": {"limit": memory, "swap": memory},
+            "cpu": {
+                "shares": CPU_SHARES_PER_CPU * res.cpus,
+                "quota": CPU_PERIOD_US * res.cpus,
+                "period": CPU_PERIOD_US,
+            },
+            "pids": {"limit": res.pids_limit},
+        },
+        "namespaces": [
+            {"type": "pid"},
+            netns,
+            {"type": "ipc"},
+            {"type": "uts"},
+            {"type": "mount"},
+        ],
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -144,28 +170,7 @@ def build_config(
         "root": {"path": str(root_path), "readonly": False},
         "hostname": hostname(spec),
         "mounts": mounts,
-        "linux": {
-            "cgroupsPath": cgroups_path,
-            "resources": {
-                "devices": [{"allow": False, "access": "rwm"}],
-                "memory": {"limit": memory, "swap": memory},
-                "cpu": {
-                    "shares": CPU_SHARES_PER_CPU * res.cpus,
-                    "quota": CPU_PERIOD_US * res.cpus,
-                    "period": CPU_PERIOD_US,
-                },
-                "pids": {"limit": res.pids_limit},
-            },
-            "namespaces": [
-                {"type": "pid"},
-                netns,
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-            ],
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }
 
 

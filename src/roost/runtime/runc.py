@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from roost.runtime import oci, shim
+from roost.runtime import oci, seccomp, shim
 from roost.runtime.base import DriverError, LaunchSpec, MachineStats
 from roost.runtime.rootfs import find_executable
 from roost.runtime.supervised import ShimDriver, ShimWatch, is_alive, reap_if_child
@@ -100,8 +100,15 @@ class RuncDriver(ShimDriver):
         runc: str = "runc",
         start_timeout: float = 30.0,
         init: Path | None = DEFAULT_INIT,
+        seccomp_profile: Path = seccomp.PROFILE_PATH,
     ) -> None:
         super().__init__(state_dir, start_timeout=start_timeout)
+        try:
+            profile = seccomp.load_profile(seccomp_profile)
+            self.seccomp = seccomp.oci_seccomp(profile, oci.DEFAULT_CAPABILITIES)
+        except seccomp.ProfileError as exc:
+            # Machines never run without a syscall filter.
+            raise DriverError(str(exc)) from None
         self.init = init if init is not None and init.exists() else None
         if self.init is None:
             log.warning(
@@ -178,6 +185,7 @@ class RuncDriver(ShimDriver):
             resolv_path=mdir / "resolv.conf",
             nofile=self.nofile,
             init=self.init,
+            seccomp=self.seccomp,
         )
         (mdir / shim.BUNDLE_DIR / "config.json").write_text(json.dumps(config))
 

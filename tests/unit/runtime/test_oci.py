@@ -110,3 +110,17 @@ def test_resolv_conf_drops_loopback_servers() -> None:
     host = "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.0.0.2\nsearch lan\n"
     assert resolv_conf(_spec(), host) == "nameserver 10.0.0.2\nsearch lan\n"
     assert resolv_conf(_spec(dns_servers=("fdaa::3",)), host) == "nameserver fdaa::3\n"
+
+
+def test_the_syscall_filter_goes_in_linux() -> None:
+    assert "seccomp" not in _config(_spec())["linux"]
+    section = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": []}
+    config = build_config(
+        _spec(),
+        root_path=Path("/state/m/rootfs"),
+        cgroups_path="/roost/0123456789abcd",
+        hosts_path=Path("/state/m/hosts"),
+        resolv_path=Path("/state/m/resolv.conf"),
+        seccomp=section,
+    )
+    assert config["linux"]["seccomp"] == section
