@@ -573,3 +573,12 @@ async def test_platform_regions(api: Api) -> None:
     rows = {row["code"]: row for row in body["regions"]}
     assert set(rows) == {"fra", "test"}
     assert rows["fra"]["name"] == "Frankfurt, Germany" and rows["fra"]["geo_region"] == "eu"
+
+
+async def test_no_waiting_behind_a_machine_whose_host_is_lost(api: Api) -> None:
+    await make_app(api)
+    mid = (await make_machine(api))["id"]
+    await api.set_state("web", mid, "replacing")
+    await api.store.delete(alive_key("h1"))
+    r = await asyncio.wait_for(api.client.post(f"/v1/apps/web/machines/{mid}/start"), 5)
+    assert r.status_code == 412 and "getting replaced" in r.json()["error"]
