@@ -41,7 +41,7 @@ from roost.runtime.base import Driver, DriverError, ExitStatus, Mount
 from roost.spec import ids
 from roost.spec.config import MachineConfig
 from roost.spec.signals import parse_signal
-from roost.spec.states import Input, InvalidTransition, transition
+from roost.spec.states import TRANSIENT, TRANSITIONS, Input, InvalidTransition, transition
 from roost.store import Compare, Delete, Put, Store, StoreError
 from roost.store.records import (
     Allocation,
@@ -163,6 +163,9 @@ class Supervisor:
         await self._recover()
         if pending is not None:
             await self._execute(pending)
+        elif self._running() and self._status.state != "started":
+            # It runs, whatever the last agent managed to record.
+            self._publish("running", [])
         while not self.done:
             record = self._record
             if record is None:
@@ -326,7 +329,13 @@ class Supervisor:
                 events.append(self._event("launch", "created", "user"))
             elif record.action == "update":
                 events.append(self._event("update", "replaced", "user"))
-            return self._publish(None, events, generation=generation, version=record.version)
+            # Nothing to do but make the record say what is true.
+            move: Input | None = None
+            if self._running() and self._status.state != "started":
+                move = "running"
+            elif not self._running() and self._status.state in TRANSIENT:
+                move = "exited"
+            return self._publish(move, events, generation=generation, version=record.version)
         self.done = True
         return None
 
@@ -661,9 +670,19 @@ class Supervisor:
         state = self._status.state
         if move is not None:
             try:
-                state = transition(state, move)
+                moved = transition(state, move)
             except InvalidTransition:
-                log.error("machine %s: no transition %s on %s", self.machine_id, state, move)
+                log.error("machine %s: %s is final; ignoring %s", self.machine_id, state, move)
+            else:
+                if (state, move) not in TRANSITIONS:
+                    log.warning(
+                        "machine %s: recorded %s, then %s: now %s",
+                        self.machine_id,
+                        state,
+                        move,
+                        moved,
+                    )
+                state = moved
         if state not in ("started", "starting") and "checks" not in changes:
             changes["checks"] = []
         if events:

@@ -19,8 +19,13 @@
         ▼
      destroying ──▶ destroyed      (from any state: destroy)
 
-``transition(state, event)`` is the only way the agent moves a machine; anything not
-in the table is a bug and raises. States are Fly's names, so they go on the wire as is.
+``transition(state, event)`` is the only way the agent moves a machine. The table
+holds the moves of a machine that nothing interrupts; after a crash the agent can find
+any recorded state beside any runtime fact (a process running while the record says
+``stopping``, say), so every other pair converges on what the event says is true now
+(``CONVERGE``): the record follows the world, and the pending generation then moves the
+machine where it should be. Only ``destroyed`` is final: nothing moves it, and asking
+raises. States are Fly's names, so they go on the wire as is.
 """
 
 from __future__ import annotations
@@ -98,6 +103,21 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
 }
 
 
+CONVERGE: dict[Input, State] = {
+    "start": "starting",
+    "running": "started",
+    "start_failed": "failed",
+    "stop": "stopping",
+    "suspend": "suspending",
+    "exited": "stopped",
+    "restart": "restarting",
+    "update": "replacing",
+    "destroy": "destroying",
+    "destroyed": "destroyed",
+}
+"""Where an event leads from a state the table has no move for: what it says is true."""
+
+
 class InvalidTransition(Exception):
     def __init__(self, state: str, event: str) -> None:
         super().__init__(f"no transition from {state!r} on {event!r}")
@@ -106,11 +126,6 @@ class InvalidTransition(Exception):
 
 
 def transition(state: str, event: Input) -> State:
-    try:
-        return TRANSITIONS[(state, event)]  # type: ignore[index]
-    except KeyError:
-        raise InvalidTransition(state, event) from None
-
-
-def can(state: str, event: Input) -> bool:
-    return (state, event) in TRANSITIONS
+    if state == "destroyed" or state not in STATES:
+        raise InvalidTransition(state, event)
+    return TRANSITIONS.get((state, event), CONVERGE[event])  # type: ignore[arg-type]

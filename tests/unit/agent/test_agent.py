@@ -20,7 +20,14 @@ from roost.api.placement import Placement
 from roost.api.schemas import CreateAppRequest, CreateMachineRequest
 from roost.net.ipam import MachineAddressing
 from roost.store import SqliteStore
-from roost.store.records import Allocation, HostRecord, hostalloc_key, ipam_key
+from roost.store.records import (
+    Allocation,
+    HostRecord,
+    MachineRecord,
+    MachineStatus,
+    hostalloc_key,
+    ipam_key,
+)
 from tests.unit.agent.fakes import FakeDriver, FakeImages, FakeNetworks
 
 CALLER = Caller("t", "tester")
@@ -243,8 +250,6 @@ async def test_interrupted_run_is_resumed(world: World) -> None:
     # journal holds the run at its first step.
     kv = await world.store.get(f"/machines/web/{mid}")
     assert kv is not None
-    from roost.store.records import MachineRecord
-
     record = MachineRecord.from_json(kv.value)
     record.desired, record.generation, record.action = "stopped", record.generation + 1, "stop"
     await world.store.put(kv.key, record.to_json())
@@ -255,6 +260,32 @@ async def test_interrupted_run_is_resumed(world: World) -> None:
     await world.wait(mid, "stopped")
     assert mid not in world.driver.running
     assert world.agent is not None and world.agent.ctx.journal.active() == {}
+
+
+@pytest.mark.parametrize("recorded", ["stopping", "created", "starting", "replacing"])
+async def test_any_recorded_state_converges_after_a_crash(world: World, recorded: str) -> None:
+    """The agent died mid-way, leaving a status that no longer matches what runs; a new
+    order arrives. The machine ends where the order says, with a settled status."""
+    mid = await world.create()
+    await world.wait(mid, "started")
+    await world.stop_agent()
+    status_key = f"/status/web/{mid}"
+    kv = await world.store.get(status_key)
+    assert kv is not None
+    status = MachineStatus.from_json(kv.value)
+    status.state = recorded
+    await world.store.put(status_key, status.to_json())
+    # The order the API recorded before the crash.
+    kv = await world.store.get(f"/machines/web/{mid}")
+    assert kv is not None
+    record = MachineRecord.from_json(kv.value)
+    record.desired, record.generation, record.action = "started", record.generation + 1, "start"
+    await world.store.put(kv.key, record.to_json())
+    await world.start_agent()
+    await world.wait(mid, "started")
+    assert mid in world.driver.running and world.driver.starts == [mid], "adopted, not twice"
+    await world.machines.stop("web", mid, None)
+    await world.wait(mid, "stopped")
 
 
 async def test_orphans_are_reaped_on_start(world: World) -> None:

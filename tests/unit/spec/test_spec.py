@@ -72,8 +72,19 @@ def test_state_table_is_closed() -> None:
     assert transition("started", "destroy") == "destroying"
     with pytest.raises(InvalidTransition):
         transition("destroyed", "start")
+    # After a crash: whatever was recorded, the runtime's facts win.
+    assert transition("stopped", "running") == "started"
+    assert transition("stopping", "start") == "starting"
+    assert transition("created", "running") == "started"
+    assert transition("stopping", "running") == "started"
     with pytest.raises(InvalidTransition):
-        transition("stopped", "running")
+        transition("destroyed", "running")
+
+
+@pytest.mark.parametrize("state", [s for s in STATES if s != "destroyed"])
+def test_every_state_takes_every_event(state: str) -> None:
+    for event in ("start", "running", "start_failed", "stop", "exited", "update", "destroy"):
+        assert transition(state, event) in STATES  # type: ignore[arg-type]
 
 
 def test_config_defaults_and_wire_output() -> None:
