@@ -1,16 +1,29 @@
-"""Inside a real machine: the syscall filter holds, and the classic ways out fail."""
+"""Inside a real machine: the syscall filter holds, and the classic ways out fail.
+
+Busybox's applets try the obvious (unshare, mount, nsenter); ``probe/escape.c``, built
+statically into an image of its own, calls the syscalls escapes start with directly.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from roost.images.build import build_image, push
+from roost.images.local_registry import LocalRegistry
 from tests.fixtures.platform import RoostServer
+from tests.fixtures.registry import run_async
 from tests.integration.platform.helpers import destroy, new_app, run
 
 pytestmark = pytest.mark.root
+
+PROBE = Path(__file__).parent / "probe/escape.c"
+EPERM = "1"
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +37,25 @@ def machine(
     yield c, app, m["id"]
     destroy(c, app, m["id"])
     c.close()
+
+
+@pytest.fixture(scope="module")
+def probe_image(local_registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build the escape probe")
+    work = tmp_path_factory.mktemp("probe")
+    binary = work / "escape"
+    subprocess.run(
+        ["gcc", "-static", "-O2", "-o", str(binary), str(PROBE)], check=True, capture_output=True
+    )
+    ref = f"{local_registry.addr}/roost-test/escape:latest"
+
+    async def build() -> None:
+        layout = await build_image(work / "image", files={"/escape": binary}, cmd=["/escape"])
+        await push(layout, "latest", ref)
+
+    run_async(build())
+    return ref
 
 
 def sh(machine: tuple[httpx.Client, str, str], script: str) -> dict[str, object]:
@@ -64,3 +96,18 @@ def test_host_state_is_out_of_reach(machine: tuple[httpx.Client, str, str]) -> N
     assert ran["exit_code"] != 0 and "Read-only file system" in str(ran["stderr"])
     ran = sh(machine, "echo 100 > /sys/fs/cgroup/pids/pids.max")
     assert ran["exit_code"] != 0
+
+
+def test_the_syscalls_escapes_start_with_fail_with_eperm(
+    roost: RoostServer, probe_image: str
+) -> None:
+    c = roost.client()
+    app = new_app(c, "probe")
+    m = run(c, app, {"image": probe_image, "init": {"exec": ["/bin/sleep", "3600"]}})
+    r = c.post(f"/v1/apps/{app}/machines/{m['id']}/exec", json={"command": ["/escape"]})
+    assert r.status_code == 200, r.text
+    results = dict(line.split() for line in r.json()["stdout"].splitlines())
+    assert set(results) >= {"keyctl", "bpf", "perf_event_open", "unshare_user", "mount"}
+    assert all(errno == EPERM for errno in results.values()), results
+    destroy(c, app, m["id"])
+    c.close()
