@@ -616,7 +616,7 @@ class Supervisor:
         return max(0.0, (until or self._ctx.clock()) - self._started_at)
 
     def _can_suspend(self) -> bool:
-        return False
+        return self._ctx.driver.capabilities().suspend
 
     # -- checks -----------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from roost.net.host import HostNetwork
 from roost.net.ipam import MachineAddressing
 from roost.net.machine import MachineNetworks
 from roost.roles.serving import RoleError
-from roost.runtime import Driver, RuncDriver, select_driver, set_child_subreaper
+from roost.runtime import Driver, select_driver, set_child_subreaper
 from roost.store import Store
 from roost.store.records import HostRecord
 from roost.volumes import images as volume_images
@@ -124,7 +124,7 @@ class HostStack:
         )
         self._stack.callback(driver.close)
         networks = None
-        if isinstance(driver, RuncDriver):
+        if driver.capabilities().network:
             await HostNetwork(
                 cfg.bridge, self.addressing, cfg.unreachable_v4, cfg.unreachable_v6
             ).setup()

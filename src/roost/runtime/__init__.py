@@ -9,6 +9,7 @@ from pathlib import Path
 
 from roost.runtime import seccomp
 from roost.runtime.base import (
+    Capabilities,
     Driver,
     DriverError,
     ExitStatus,
@@ -24,6 +25,7 @@ from roost.runtime.runc import RuncDriver
 from roost.runtime.supervised import set_child_subreaper
 
 __all__ = [
+    "Capabilities",
     "Driver",
     "DriverError",
     "ExitStatus",

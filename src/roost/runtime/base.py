@@ -115,8 +115,28 @@ class Inspection:
     exit: ExitStatus | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a driver's machines get, so callers ask instead of checking driver types
+    (a microVM driver will answer differently: see docs/microvm-driver.md)."""
+
+    isolation: Literal["none", "container", "microvm"]
+    network: bool = False
+    """Each machine in a network namespace of its own on the host bridge."""
+    volumes: bool = False
+    """Host volumes can be mounted into machines."""
+    suspend: bool = False
+    """Suspend keeps a machine's memory and processes (else it is a stop)."""
+    memory_hot_update: bool = False
+    """A running machine's memory limit changes without a restart."""
+
+
 class Driver(abc.ABC):
     name: str
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this driver's machines get on this host."""
 
     @abc.abstractmethod
     async def prepare(self, spec: LaunchSpec) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.runtime import oci, shim
-from roost.runtime.base import DriverError, LaunchSpec, MachineStats
+from roost.runtime.base import Capabilities, DriverError, LaunchSpec, MachineStats
 from roost.runtime.supervised import ShimDriver, ShimWatch, read_json, reap_if_child, send_signal
 
 LAUNCH_FILE = "exec.json"
@@ -56,6 +56,9 @@ class ProcessDriver(ShimDriver):
     """Machines as plain host processes; see the module docstring for what is not enforced."""
 
     name = "process"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(isolation="none")
 
     async def prepare(self, spec: LaunchSpec) -> None:
         mid = spec.machine_id

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.runtime import oci, seccomp, shim
-from roost.runtime.base import DriverError, LaunchSpec, MachineStats
+from roost.runtime.base import Capabilities, DriverError, LaunchSpec, MachineStats
 from roost.runtime.rootfs import find_executable
 from roost.runtime.supervised import ShimDriver, ShimWatch, is_alive, reap_if_child
 
@@ -124,6 +124,9 @@ class RuncDriver(ShimDriver):
         # Above our own hard limit runc would need CAP_SYS_RESOURCE, which we may lack.
         self.nofile = min(oci.NOFILE_LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         runc_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(isolation="container", network=True, volumes=True)
 
     def cgroups_path(self, machine_id: str) -> str:
         return posixpath.join(self.cgroup_parent, machine_id)

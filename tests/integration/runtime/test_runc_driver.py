@@ -409,3 +409,13 @@ async def test_console_is_a_terminal_in_the_machine(
         assert await asyncio.wait_for(console.wait(), 5) == 7
     finally:
         console.close()
+
+
+def test_capabilities_of_runc_machines(runc_env: RuncEnv) -> None:
+    caps = runc_env.new().capabilities()
+    assert (caps.isolation, caps.network, caps.volumes, caps.suspend) == (
+        "container",
+        True,
+        True,
+        False,
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from roost.images.base import Image, ImageConfig, ImageRef, PullError
 from roost.images.ref import parse_reference
 from roost.runtime.base import (
+    Capabilities,
     Driver,
     DriverError,
     ExecResult,
@@ -41,6 +42,9 @@ class FakeDriver(Driver):
     """
 
     name = "fake"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(isolation="none")
 
     def __init__(self) -> None:
         self.prepared: dict[str, LaunchSpec] = {}

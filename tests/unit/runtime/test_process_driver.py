@@ -276,3 +276,8 @@ async def test_exec_and_processes(driver: ProcessDriver, busybox_rootfs: Path) -
     await driver.stop(MID, signal.SIGKILL, 1)
     with pytest.raises(DriverError, match="not running"):
         await driver.exec(MID, ["true"], timeout=1)
+
+
+def test_capabilities_say_there_is_no_isolation(tmp_path: Path) -> None:
+    caps = ProcessDriver(tmp_path).capabilities()
+    assert caps.isolation == "none" and not (caps.network or caps.volumes or caps.suspend)
