@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from roost.api import responses as r
 from roost.api.docs import answers
 from roost.api.errors import NotFound
-from roost.api.orgs import MAX_PAGE, Orgs
+from roost.api.orgs import MAX_PAGE, OrgQuery, Orgs
 from roost.api.schemas import Flag
 
 router = APIRouter(prefix="/v1")
@@ -22,8 +22,20 @@ def orgs(request: Request) -> Orgs:
     return found
 
 
-def _states(state: str | None) -> list[str]:
-    return [s.strip() for s in (state or "").split(",") if s.strip()]
+def org_query(
+    include_deleted: Flag = False,
+    region: str | None = None,
+    state: str | None = None,
+    summary: Flag = False,
+    updated_after: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+) -> OrgQuery:
+    states = tuple(s.strip() for s in (state or "").split(",") if s.strip())
+    return OrgQuery(include_deleted, region, states, summary, updated_after, cursor, limit)
+
+
+Filters = Annotated[OrgQuery, Depends(org_query)]
 
 
 @router.get(
@@ -33,28 +45,9 @@ def _states(state: str | None) -> list[str]:
     response_model=None,
     responses=answers(r.OrgMachines),
 )
-async def org_machines(
-    request: Request,
-    org_slug: str,
-    include_deleted: Flag = False,
-    region: str | None = None,
-    state: str | None = None,
-    summary: Flag = False,
-    updated_after: str | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
-) -> dict[str, Any]:
+async def org_machines(request: Request, org_slug: str, query: Filters) -> dict[str, Any]:
     """The machines of every app in the organization, oldest change first."""
-    return await orgs(request).machines(
-        org_slug,
-        include_deleted=include_deleted,
-        region=region,
-        states=_states(state),
-        summary=summary,
-        updated_after=updated_after,
-        cursor=cursor,
-        limit=limit,
-    )
+    return await orgs(request).machines(org_slug, query)
 
 
 @router.get(
@@ -64,27 +57,8 @@ async def org_machines(
     response_model=None,
     responses=answers(r.OrgVolumes),
 )
-async def org_volumes(
-    request: Request,
-    org_slug: str,
-    include_deleted: Flag = False,
-    region: str | None = None,
-    state: str | None = None,
-    summary: Flag = False,
-    updated_after: str | None = None,
-    cursor: str | None = None,
-    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
-) -> dict[str, Any]:
-    return await orgs(request).volumes(
-        org_slug,
-        include_deleted=include_deleted,
-        region=region,
-        states=_states(state),
-        summary=summary,
-        updated_after=updated_after,
-        cursor=cursor,
-        limit=limit,
-    )
+async def org_volumes(request: Request, org_slug: str, query: Filters) -> dict[str, Any]:
+    return await orgs(request).volumes(org_slug, query)
 
 
 @router.get(

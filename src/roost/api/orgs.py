@@ -8,7 +8,7 @@ cursor: the position of the last item handed out, so a page never repeats one.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,19 @@ from roost.store.records import App
 MAX_PAGE = 1000
 ORG_MACHINE = ("id", "name", "state", "region", "private_ip", "version", "created_at", "updated_at")
 OVERVIEW = ("image", "guest", "metadata")
+
+
+@dataclass(frozen=True, slots=True)
+class OrgQuery:
+    """The filters and paging of an org-wide list, as Fly's API takes them."""
+
+    include_deleted: bool = False
+    region: str | None = None
+    states: tuple[str, ...] = ()
+    summary: bool = False
+    updated_after: str | None = None
+    cursor: str | None = None
+    limit: int | None = None
 
 
 class Orgs:
@@ -41,26 +54,15 @@ class Orgs:
         self._placement = placement
         self._region = region
 
-    async def machines(
-        self,
-        org: str,
-        *,
-        include_deleted: bool,
-        region: str | None,
-        states: Sequence[str],
-        summary: bool,
-        updated_after: str | None,
-        cursor: str | None,
-        limit: int | None,
-    ) -> dict[str, Any]:
+    async def machines(self, org: str, query: OrgQuery) -> dict[str, Any]:
         found = []
         for app in await self._apps(org):
             for machine in await self._machines.list(
                 app,
-                region=region,
-                states=states,
-                include_deleted=include_deleted,
-                summary=summary,
+                region=query.region,
+                states=query.states,
+                include_deleted=query.include_deleted,
+                summary=query.summary,
             ):
                 item = {"app_name": app, **{k: machine[k] for k in ORG_MACHINE if k in machine}}
                 if "config" in machine:
@@ -68,46 +70,21 @@ class Orgs:
                         k: machine["config"][k] for k in OVERVIEW if k in machine["config"]
                     }
                 found.append(item)
-        page, more = _page(found, updated_after, cursor, limit)
-        out: dict[str, Any] = {"machines": page}
-        if page:
-            out["last_machine_id"] = page[-1]["id"]
-            out["last_updated_at"] = page[-1]["updated_at"]
-        if more:
-            out["next_cursor"] = _cursor(page[-1])
-        return out
+        return _page("machines", "last_machine_id", found, query)
 
-    async def volumes(
-        self,
-        org: str,
-        *,
-        include_deleted: bool,
-        region: str | None,
-        states: Sequence[str],
-        summary: bool,
-        updated_after: str | None,
-        cursor: str | None,
-        limit: int | None,
-    ) -> dict[str, Any]:
+    async def volumes(self, org: str, query: OrgQuery) -> dict[str, Any]:
         found = []
         if self._volumes is not None:
             for app in await self._apps(org):
-                for volume in await self._volumes.list(app, summary=summary):
-                    if volume["state"] == "destroying" and not include_deleted:
+                for volume in await self._volumes.list(app, summary=query.summary):
+                    if volume["state"] == "destroying" and not query.include_deleted:
                         continue
-                    if region and volume["region"] != region:
+                    if query.region and volume["region"] != query.region:
                         continue
-                    if states and volume["state"] not in states:
+                    if query.states and volume["state"] not in query.states:
                         continue
                     found.append({"app_name": app, "updated_at": volume["created_at"], **volume})
-        page, more = _page(found, updated_after, cursor, limit)
-        out: dict[str, Any] = {"volumes": page}
-        if page:
-            out["last_volume_id"] = page[-1]["id"]
-            out["last_updated_at"] = page[-1]["updated_at"]
-        if more:
-            out["next_cursor"] = _cursor(page[-1])
-        return out
+        return _page("volumes", "last_volume_id", found, query)
 
     async def regions(self) -> dict[str, Any]:
         """The regions this platform has hosts in, with Fly's facts where the name is a
@@ -135,18 +112,23 @@ class Orgs:
         return [a.name for a in apps if a.org_slug == org]
 
 
-def _page(
-    found: list[dict[str, Any]], updated_after: str | None, cursor: str | None, limit: int | None
-) -> tuple[list[dict[str, Any]], bool]:
+def _page(kind: str, last_key: str, found: list[dict[str, Any]], query: OrgQuery) -> dict[str, Any]:
     found.sort(key=_order)
-    if updated_after:
-        after = _time(updated_after)
+    if query.updated_after:
+        after = _time(query.updated_after)
         found = [item for item in found if _time(item["updated_at"]) > after]
-    if cursor:
-        position = _position(cursor)
+    if query.cursor:
+        position = _position(query.cursor)
         found = [item for item in found if _order(item) > position]
-    size = min(limit or MAX_PAGE, MAX_PAGE)
-    return found[:size], len(found) > size
+    size = min(query.limit or MAX_PAGE, MAX_PAGE)
+    page = found[:size]
+    out: dict[str, Any] = {kind: page}
+    if page:
+        out[last_key] = page[-1]["id"]
+        out["last_updated_at"] = page[-1]["updated_at"]
+    if len(found) > size:
+        out["next_cursor"] = _cursor(page[-1])
+    return out
 
 
 def _order(item: dict[str, Any]) -> tuple[str, str]:
