@@ -38,12 +38,21 @@ class Apps:
         self._clock = clock
 
     async def list(
-        self, org_slug: str | None, *, limit: int | None = None, cursor: str | None = None
+        self,
+        org_slug: str | None,
+        *,
+        app_role: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        """Apps by name; with ``limit``, a page of them and the cursor to the next."""
+        """Apps by name; with ``limit``, a page of them and the cursor to the next.
+        Apps here have no role (Fly's Postgres clusters and the like), so asking for
+        one finds none."""
         apps = [App.from_json(kv.value) for kv in (await self._store.range("/apps/")).kvs]
         if org_slug:
             apps = [a for a in apps if a.org_slug == org_slug]
+        if app_role:
+            apps = []
         apps.sort(key=lambda a: a.name)
         total = len(apps)
         if cursor:

@@ -568,10 +568,11 @@ class Machines:
     async def _wait_out(self, snap: Snapshot, busy: MachineBusy, until: float) -> None:
         """Queue behind the operation the machine is in the middle of (see
         ``api.settle``): back once its status changes, ``busy`` raised at ``until``."""
-        if await self._store.get(alive_key(snap.record.host_id)) is None:
-            raise busy  # its host is lost: nothing will move until it is back
         key = status_key(snap.record.app, snap.record.id)
-        if not await settle.next_change(self._store, key, snap.status_revision, until):
+        host = snap.record.host_id
+        if not await settle.next_change(
+            self._store, key, snap.status_revision, until, host_id=host
+        ):
             raise busy
 
     def _cas(self, snap: Snapshot, new: MachineRecord) -> tuple[list[Compare], list[Any]]:

@@ -22,7 +22,7 @@ can never both take the last slot; a lost race simply re-runs placement.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from roost.api.errors import BadRequest, InsufficientCapacity, VolumeHostFull
@@ -68,17 +68,14 @@ class RegionMap:
     """Host id → its region."""
     aliases: dict[str, frozenset[str]]
     """Host id → the other names it answers to."""
+    single_region: bool
+    """Every host shares one region: Fly's names all mean it."""
 
     @classmethod
-    def of(cls, hosts: Iterable[HostRecord]) -> RegionMap:
-        hosts = list(hosts)
-        return cls(
-            {h.id: h.region for h in hosts}, {h.id: frozenset(h.region_aliases) for h in hosts}
-        )
-
-    @property
-    def single_region(self) -> bool:
-        return len(set(self.regions.values())) <= 1
+    def of(cls, hosts: Collection[HostRecord]) -> RegionMap:
+        regions = {h.id: h.region for h in hosts}
+        aliases = {h.id: frozenset(h.region_aliases) for h in hosts}
+        return cls(regions, aliases, len(set(regions.values())) <= 1)
 
     def serves(self, host_id: str, token: str) -> bool:
         names = self.aliases.get(host_id, frozenset()) | {self.regions.get(host_id, "")}
@@ -132,7 +129,7 @@ class Placement:
                     pool,
                     key=lambda c: (mine.get(c.host.id, 0), -c.free_memory_mb, ties[c.host.id]),
                 )
-        live = RegionMap.of(c.host for c in hosts).describe()
+        live = RegionMap.of([c.host for c in hosts]).describe()
         raise InsufficientCapacity(
             f"insufficient resources to create a machine with {cpus} cpu(s) and "
             f"{memory_mb} MB in region(s) {', '.join(tried)}"
@@ -146,7 +143,7 @@ class Placement:
 
     async def region_map(self) -> RegionMap:
         kvs = (await self._store.range(HOSTS_PREFIX)).kvs
-        return RegionMap.of(HostRecord.from_json(kv.value) for kv in kvs)
+        return RegionMap.of([HostRecord.from_json(kv.value) for kv in kvs])
 
     async def volume_host(self, volume: VolumeRecord, cpus: int, memory_mb: int) -> Candidate:
         """The volume's host, if a machine of this size may start there now."""
@@ -180,7 +177,7 @@ class Placement:
         hosts, names = await self._hosts()
         pool = [c for c in hosts if names.serves(c.host.id, region) and c.free_disk_gb >= size_gb]
         if not pool:
-            known = RegionMap.of(c.host for c in hosts if c.host.disk_gb).describe()
+            known = RegionMap.of([c.host for c in hosts if c.host.disk_gb]).describe()
             raise InsufficientCapacity(
                 f"insufficient capacity: no live host in region {region} has {size_gb} GB "
                 "free for a volume" + (f"; regions that keep volumes: {known}" if known else "")

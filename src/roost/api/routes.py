@@ -63,8 +63,9 @@ async def apps_list(
     limit: Annotated[int | None, Query(ge=1, le=5000)] = None,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    # Apps have no roles here: app_role is accepted and matches every app.
-    return await services(request).apps.list(org_slug, limit=limit, cursor=cursor)
+    return await services(request).apps.list(
+        org_slug, app_role=app_role, limit=limit, cursor=cursor
+    )
 
 
 @router.post(

@@ -321,7 +321,11 @@ class Volumes:
                 )
                 # A volume still being made is extended once it is: wait that out.
                 if volume.state != "creating" or not await settle.next_change(
-                    self._store, loaded.kv.key, loaded.kv.mod_revision, until
+                    self._store,
+                    loaded.kv.key,
+                    loaded.kv.mod_revision,
+                    until,
+                    host_id=volume.host_id,
                 ):
                     raise refused
                 continue

@@ -8,6 +8,7 @@ dumped form, so the agent re-reads configs through these same models.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -105,6 +106,7 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+@functools.cache
 def _field_names(model: type[BaseModel]) -> frozenset[str]:
     names = set(model.model_fields)
     for field in model.model_fields.values():

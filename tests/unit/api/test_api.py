@@ -542,6 +542,8 @@ async def test_apps_page_by_name(api: Api) -> None:
         await api.client.get("/v1/apps", params={"limit": 2, "cursor": first["next_cursor"]})
     ).json()
     assert [a["name"] for a in rest["apps"]] == ["c-app"] and "next_cursor" not in rest
+    roles = (await api.client.get("/v1/apps", params={"app_role": "postgres_cluster"})).json()
+    assert roles == {"apps": [], "total_apps": 0}, "no app here has a role"
 
 
 async def test_org_machines_across_apps_page_by_update(api: Api) -> None:
