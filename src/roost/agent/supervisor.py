@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from roost.agent import crashpoints
 from roost.agent.checks import CheckResult, CheckRunner, machine_checks
 from roost.agent.journal import Journal, Run
 from roost.agent.launch import LaunchError, launch_spec
@@ -158,8 +159,7 @@ class Supervisor:
 
     async def run(self) -> None:
         pending = self._ctx.journal.active().get(self.machine_id)
-        if self._ctx.tailer is not None and self._status.state != "destroyed":
-            self._ctx.tailer.follow(self.machine_id, self._ctx.driver.log_paths(self.machine_id))
+        self._follow_logs()
         await self._recover()
         if pending is not None:
             await self._execute(pending)
@@ -177,6 +177,18 @@ class Supervisor:
                 await self._exited(record)
             else:
                 await self._idle()
+
+    def _follow_logs(self) -> None:
+        tailer, record = self._ctx.tailer, self._record
+        if tailer is None or self._status.state == "destroyed":
+            return
+        paths = self._ctx.driver.log_paths(self.machine_id)
+        # Following creates the machine's directory: one whose teardown already removed
+        # it (an agent killed mid-destroy) has nothing left to tail.
+        directory = next(iter(paths.values())).parent
+        if record is not None and record.desired == "destroyed" and not directory.exists():
+            return
+        tailer.follow(self.machine_id, paths)
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -242,14 +254,19 @@ class Supervisor:
         try:
             if run.step == 0:
                 await self._begin(run, record)
+                crashpoints.reached(f"{run.plan}:begun")
             while run.step < len(steps):
-                await getattr(self, f"_step_{steps[run.step]}")(run, record)
+                step = steps[run.step]
+                await getattr(self, f"_step_{step}")(run, record)
+                crashpoints.reached(f"{run.plan}:{step}")
                 self._ctx.journal.advance(run)
+                crashpoints.reached(f"{run.plan}:{step}:journalled")
             # The journal may close the run before its outcome is stored: if that write
             # is lost, the generation is simply applied again, and every step is
             # idempotent.
             write = self._end(run, record)
             self._ctx.journal.finish(run, "done")
+            crashpoints.reached(f"{run.plan}:finished")
             if write is not None:
                 await write
         except StepFailed as exc:

@@ -631,6 +631,9 @@ class ShimDriver(Driver):
         status = read_exit(mdir / shim.EXIT_FILE)
         if status is None:
             status = await self._lost(machine_id, read_json(mdir / shim.STATE_FILE))
+        # The exit is on disk now. A shim that was not our child may linger as a zombie
+        # until its new parent reaps it; its state file must not bring it back to life.
+        (mdir / shim.STATE_FILE).unlink(missing_ok=True)
         if self._watches.get(machine_id) is watch:
             del self._watches[machine_id]
         self._schedule_release(machine_id)
