@@ -239,6 +239,10 @@ class Supervisor:
             # The process ended on its own just as a new order came in: record that
             # exit first so no exit goes unreported, without applying the policy.
             await self._record_exit(self._exit.result(), requested=False)
+            # A newer order may have come in meanwhile: plan for that one.
+            if self._record is None:
+                return
+            record = self._record
         run = Run(self.machine_id, self.app, record.generation, self._plan(record))
         self._ctx.journal.begin(run)
         await self._execute(run)
@@ -302,7 +306,9 @@ class Supervisor:
     def _end(self, run: Run, record: MachineRecord) -> asyncio.Task[None] | None:
         """Publish the run's outcome; the caller awaits the returned write."""
         source = "flyd" if run.payload.get("policy") else "user"
-        generation = record.generation
+        # The run's own generation, never the record's: an order that arrived during the
+        # run (the record moved on) must still find its generation not yet applied.
+        generation = run.generation
         exit_info = run.payload.get("exit")
         if run.plan in ("start", "restart"):
             events = [self._exit_event(exit_info)] if exit_info else []
@@ -363,7 +369,7 @@ class Supervisor:
             await self._publish(
                 "start_failed",
                 [self._event(kind, "failed", "flyd", message=message)],
-                generation=record.generation,
+                generation=run.generation,
                 version=record.version,
             )
             return
@@ -523,9 +529,7 @@ class Supervisor:
                     ops.append(detach[1])
             if app_exists:
                 event = self._event("destroy", "destroyed", "user")
-                destroyed = self._moved(
-                    "destroyed", generation=record.generation, event_id=event.id
-                )
+                destroyed = self._moved("destroyed", generation=run.generation, event_id=event.id)
                 ops.append(Put(status_key(self.app, self.machine_id), destroyed.to_json()))
                 ops.append(Put(event_key(self.app, self.machine_id, event.id), event.to_json()))
             else:
@@ -534,7 +538,7 @@ class Supervisor:
             if (await store.txn(compares, ops)).succeeded:
                 break
         if app_exists:
-            self._status = self._moved("destroyed", generation=record.generation)
+            self._status = self._moved("destroyed", generation=run.generation)
         if self._ctx.usage is not None:
             self._ctx.usage.record(self.machine_id, self.app, "destroyed", "")
         if self._ctx.tailer is not None:

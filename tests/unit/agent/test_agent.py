@@ -262,6 +262,26 @@ async def test_interrupted_run_is_resumed(world: World) -> None:
     assert world.agent is not None and world.agent.ctx.journal.active() == {}
 
 
+async def test_an_order_newer_than_the_resumed_run_is_applied_after_it(world: World) -> None:
+    """The agent died mid-stop; while it was down a destroy was ordered. Finishing the
+    stop must not mark the destroy's generation applied."""
+    mid = await world.create()
+    await world.wait(mid, "started")
+    await world.stop_agent()
+    kv = await world.store.get(f"/machines/web/{mid}")
+    assert kv is not None
+    record = MachineRecord.from_json(kv.value)
+    stop_generation = record.generation + 1
+    journal = Journal(world.tmp / "journal.db")
+    journal.begin(Run(mid, "web", stop_generation, "stop"))
+    journal.close()
+    record.desired, record.generation, record.action = "destroyed", stop_generation + 1, "destroy"
+    await world.store.put(kv.key, record.to_json())
+    await world.start_agent()
+    await world.wait(mid, "destroyed")
+    assert mid in world.driver.destroyed
+
+
 @pytest.mark.parametrize("recorded", ["stopping", "created", "starting", "replacing"])
 async def test_any_recorded_state_converges_after_a_crash(world: World, recorded: str) -> None:
     """The agent died mid-way, leaving a status that no longer matches what runs; a new
