@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 
 class NetworkError(Exception):
@@ -30,3 +31,19 @@ async def ip_batch(commands: list[str], *, netns: str | None = None, force: bool
     if proc.returncode != 0 and not force:
         where = f" in netns {netns}" if netns else ""
         raise NetworkError(f"ip -batch{where} failed: {err.decode(errors='replace').strip()}")
+
+
+async def ip_json(args: list[str]) -> list[dict[str, object]]:
+    """``ip -json ARGS``: what iproute2 reports, parsed; an empty list when it fails."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip",
+        "-json",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0 or not out.strip():
+        return []
+    parsed = json.loads(out)
+    return parsed if isinstance(parsed, list) else []

@@ -126,7 +126,11 @@ class HostStack:
         networks = None
         if driver.capabilities().network:
             await HostNetwork(
-                cfg.bridge, self.addressing, cfg.unreachable_v4, cfg.unreachable_v6
+                cfg.bridge,
+                self.addressing,
+                cfg.unreachable_v4,
+                cfg.unreachable_v6,
+                owner=str(data.resolve()),
             ).setup()
             networks = MachineNetworks(cfg.bridge, self.addressing, cfg.netns_prefix)
             if volume_images.supported():

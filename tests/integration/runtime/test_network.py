@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from roost.net.iproute import NetworkError
 from roost.net.machine import host_veth_name, link_exists
 from tests.integration.runtime.env import NetEnv
 
@@ -36,6 +38,19 @@ async def test_setup_is_idempotent_and_routes_cover_the_ranges(net_env: NetEnv) 
     gateway = f"{host.addressing.gateway_v6}/"
     assert "tentative" not in next(line for line in addrs.splitlines() if gateway in line)
     assert _ip_forward() == b"0"
+
+
+async def test_a_second_server_cannot_take_the_bridge_or_its_ranges(net_env: NetEnv) -> None:
+    host = dataclasses.replace(net_env.host, owner="/srv/a")
+    await host.setup()
+    await host.setup()  # the same server again: fine
+    assert "roost data-dir=/srv/a" in _ip("link", "show", "dev", host.bridge)
+    with pytest.raises(NetworkError, match="belongs to the roost server on /srv/a"):
+        await dataclasses.replace(host, owner="/srv/b").setup()
+    elsewhere = dataclasses.replace(host, owner="/srv/b", bridge=f"{host.bridge[:14]}b")
+    with pytest.raises(NetworkError, match=f"{host.addressing.v4} is already routed to"):
+        await elsewhere.setup()
+    assert not link_exists(elsewhere.bridge)
 
 
 async def test_create_is_idempotent_and_delete_removes_veth(net_env: NetEnv) -> None:
