@@ -512,7 +512,7 @@ class Supervisor:
             guest = _config(record).resolved_guest
             released = dataclasses.replace(
                 allocation,
-                cpus=max(0, allocation.cpus - guest.cpus),
+                cpus=max(0, allocation.cpus - guest.cpu_slots),
                 memory_mb=max(0, allocation.memory_mb - guest.memory_mb),
                 machines=max(0, allocation.machines - 1),
             )

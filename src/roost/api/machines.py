@@ -156,18 +156,14 @@ class Machines:
                 continue
             volume = await attachment(self._store, app, config, None)
             if volume is None:
-                candidates = await self._placement.candidates(
-                    regions, guest.cpus, guest.memory_mb, app=app
-                )
+                candidates = await self._placement.candidates(regions, guest, app=app)
             else:
                 if req.region and not await self._placement.serves(volume.volume.host_id, regions):
                     raise BadRequest(
                         f"the machine's volume is in region {volume.volume.region}, not in "
                         f"{req.region}; a machine runs where its volume is"
                     )
-                candidates = [
-                    await self._placement.volume_host(volume.volume, guest.cpus, guest.memory_mb)
-                ]
+                candidates = [await self._placement.volume_host(volume.volume, guest)]
             index = await self._free_ip_index()
             address = self._addressing.address(index)
             ipv4, ipv6 = str(address.v4), str(address.v6)
@@ -197,7 +193,7 @@ class Machines:
             )
             allocation = dataclasses.replace(
                 chosen.allocation,
-                cpus=chosen.allocation.cpus + guest.cpus,
+                cpus=chosen.allocation.cpus + guest.cpu_slots,
                 memory_mb=chosen.allocation.memory_mb + guest.memory_mb,
                 machines=chosen.allocation.machines + 1,
             )
@@ -417,13 +413,13 @@ class Machines:
     ) -> None:
         old = MachineConfig.model_validate(record.config).resolved_guest
         new = config.resolved_guest
-        if (old.cpus, old.memory_mb) == (new.cpus, new.memory_mb):
+        if (old.cpu_slots, old.memory_mb) == (new.cpu_slots, new.memory_mb):
             return
         alloc_kv = await self._store.get(hostalloc_key(record.host_id))
         allocation = Allocation.from_json(alloc_kv.value) if alloc_kv else Allocation()
         allocation = dataclasses.replace(
             allocation,
-            cpus=allocation.cpus + new.cpus - old.cpus,
+            cpus=allocation.cpus + new.cpu_slots - old.cpu_slots,
             memory_mb=allocation.memory_mb + new.memory_mb - old.memory_mb,
         )
         host_kv = await self._store.get(host_key(record.host_id))

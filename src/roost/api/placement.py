@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from roost.api.errors import BadRequest, InsufficientCapacity, VolumeHostFull
 from roost.cluster import alive_hosts
+from roost.spec.config import MachineGuest
 from roost.spec.regions import ANY, is_fly_name, region_names
 from roost.store import KV, Store
 from roost.store.records import (
@@ -56,8 +57,11 @@ class Candidate:
     def free_disk_gb(self) -> int:
         return self.host.disk_gb - self.allocation.disk_gb
 
-    def fits(self, cpus: int, memory_mb: int) -> bool:
-        return self.free_memory_mb >= memory_mb and self.host.cpus - self.allocation.cpus >= cpus
+    def fits(self, guest: MachineGuest) -> bool:
+        return (
+            self.free_memory_mb >= guest.memory_mb
+            and self.host.cpus - self.allocation.cpus >= guest.cpu_slots
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,7 @@ class Placement:
         self._rng = rng or random.Random()
 
     async def candidates(
-        self, regions: list[str], cpus: int, memory_mb: int, *, app: str = ""
+        self, regions: list[str], guest: MachineGuest, *, app: str = ""
     ) -> list[Candidate]:
         """Hosts to try, best first. Raises InsufficientCapacity naming the regions tried."""
         hosts, names = await self._hosts()
@@ -122,7 +126,7 @@ class Placement:
         tried: list[str] = []
         for region in regions:
             tried.append(region)
-            pool = [c for c in hosts if names.serves(c.host.id, region) and c.fits(cpus, memory_mb)]
+            pool = [c for c in hosts if names.serves(c.host.id, region) and c.fits(guest)]
             if pool:
                 ties = {c.host.id: self._rng.random() for c in pool}
                 return sorted(
@@ -131,8 +135,8 @@ class Placement:
                 )
         live = RegionMap.of([c.host for c in hosts]).describe()
         raise InsufficientCapacity(
-            f"insufficient resources to create a machine with {cpus} cpu(s) and "
-            f"{memory_mb} MB in region(s) {', '.join(tried)}"
+            f"insufficient resources to create a machine with {_size(guest)} "
+            f"in region(s) {', '.join(tried)}"
             + (f"; regions with live hosts: {live}" if live else "; no live hosts")
         )
 
@@ -145,7 +149,7 @@ class Placement:
         kvs = (await self._store.range(HOSTS_PREFIX)).kvs
         return RegionMap.of([HostRecord.from_json(kv.value) for kv in kvs])
 
-    async def volume_host(self, volume: VolumeRecord, cpus: int, memory_mb: int) -> Candidate:
+    async def volume_host(self, volume: VolumeRecord, guest: MachineGuest) -> Candidate:
         """The volume's host, if a machine of this size may start there now."""
         kv = await self._store.get(host_key(volume.host_id))
         alive = await self._store.get(alive_key(volume.host_id)) is not None
@@ -159,8 +163,8 @@ class Placement:
             candidate = Candidate(host, allocation, alloc_kv)
             if host.cordoned:
                 why = "is cordoned"
-            elif not candidate.fits(cpus, memory_mb):
-                why = f"has no room for {cpus} cpu(s) and {memory_mb} MB"
+            elif not candidate.fits(guest):
+                why = f"has no room for {_size(guest)}"
             else:
                 return candidate
         raise VolumeHostFull(
@@ -212,3 +216,7 @@ class Placement:
             if record.desired != "destroyed":
                 counts[record.host_id] = counts.get(record.host_id, 0) + 1
         return counts
+
+
+def _size(guest: MachineGuest) -> str:
+    return f"{guest.cpus} {guest.cpu_kind} cpu(s) and {guest.memory_mb} MB"

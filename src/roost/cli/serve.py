@@ -38,7 +38,14 @@ from roost.cli.session import Session
 )
 @click.option("--no-registry", is_flag=True, help="Run without the local image registry.")
 @click.option("--no-demo-images", is_flag=True, help="Do not build the demo images.")
-@click.option("--cpus", type=click.IntRange(min=1), help="Schedulable CPUs [default: 8 per core].")
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    help=(
+        "CPU slots to schedule: a shared vCPU takes one, a performance vCPU a whole "
+        "core's worth [default: 8 per core]."
+    ),
+)
 @click.option(
     "--memory",
     "memory_mb",

@@ -41,6 +41,7 @@ from roost.net.ipam import MachineAddressing
 from roost.net.machine import MachineNetworks
 from roost.roles.serving import RoleError
 from roost.runtime import Driver, select_driver, set_child_subreaper
+from roost.spec.config import SHARED_CPUS_PER_CORE
 from roost.store import Store
 from roost.store.records import HostRecord
 from roost.volumes import images as volume_images
@@ -156,7 +157,7 @@ class HostStack:
             region=cfg.region,
             region_aliases=sorted({a.strip().lower() for a in cfg.region_aliases} - {""}),
             address=cfg.endpoint,
-            cpus=cfg.cpus or (os.cpu_count() or 1) * 8,
+            cpus=cfg.cpus or (os.cpu_count() or 1) * SHARED_CPUS_PER_CORE,
             memory_mb=cfg.memory_mb or _memory_mb(),
             driver=driver.name,
         )

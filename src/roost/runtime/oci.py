@@ -6,7 +6,8 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-from roost.runtime.base import LaunchSpec
+from roost.runtime.base import LaunchSpec, Resources
+from roost.spec.config import SHARED_CPUS_PER_CORE
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -32,6 +33,7 @@ NOFILE_LIMIT = 65536
 INIT_PATH = "/.roost/init"
 CPU_PERIOD_US = 100_000
 CPU_SHARES_PER_CPU = 1024
+"""A performance vCPU's weight; a shared one weighs 1/SHARED_CPUS_PER_CORE of it."""
 
 # Those of `runc spec`, which match Docker's.
 MASKED_PATHS = (
@@ -95,6 +97,14 @@ def process_env(env: dict[str, str]) -> list[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+def cpu_shares(res: Resources) -> int:
+    """Under contention a performance vCPU gets its whole core and shared vCPUs split
+    what is left; idle, either may use up to its quota (one core per vCPU)."""
+    if res.cpu_kind == "performance":
+        return CPU_SHARES_PER_CPU * res.cpus
+    return max(2, CPU_SHARES_PER_CPU * res.cpus // SHARED_CPUS_PER_CORE)
+
+
 def build_config(
     spec: LaunchSpec,
     *,
@@ -137,7 +147,7 @@ def build_config(
             "devices": [{"allow": False, "access": "rwm"}],
             "memory": {"limit": memory, "swap": memory},
             "cpu": {
-                "shares": CPU_SHARES_PER_CPU * res.cpus,
+                "shares": cpu_shares(res),
                 "quota": CPU_PERIOD_US * res.cpus,
                 "period": CPU_PERIOD_US,
             },

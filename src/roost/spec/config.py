@@ -119,6 +119,15 @@ def _field_names(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(names)
 
 
+SHARED_CPUS_PER_CORE = 8
+"""How many ``shared`` vCPUs one core carries. A host schedules CPU in slots, by default
+this many per core (``--cpus`` overrides the count): a shared vCPU takes one slot, a
+time-share of a core that bursts when the core is idle, as Fly's shared-cpu sizes do; a
+``performance`` vCPU reserves a whole core, this many slots. The kernel enforces it: CPU
+shares weight a shared vCPU at 1/SHARED_CPUS_PER_CORE of a performance one, and every
+vCPU is capped at one core."""
+
+
 class MachineGuest(WireModel):
     cpu_kind: Literal["shared", "performance"] = "shared"
     cpus: Annotated[StrictInt, Field(ge=1, le=MAX_CPUS)] = 1
@@ -130,6 +139,11 @@ class MachineGuest(WireModel):
     kernel_args: list[str] | None = None
     persist_rootfs: str | None = None
     required_host_features: list[str] | None = None
+
+    @property
+    def cpu_slots(self) -> int:
+        """The host CPU this guest reserves (see ``SHARED_CPUS_PER_CORE``)."""
+        return self.cpus * (SHARED_CPUS_PER_CORE if self.cpu_kind == "performance" else 1)
 
 
 class MachineInit(WireModel):

@@ -7,7 +7,15 @@ import asyncio
 import pytest
 
 from roost.api import settle
-from roost.store.records import HostRecord, alive_key, host_key, machine_key
+from roost.spec.config import SHARED_CPUS_PER_CORE
+from roost.store.records import (
+    Allocation,
+    HostRecord,
+    alive_key,
+    host_key,
+    hostalloc_key,
+    machine_key,
+)
 from tests.unit.api.conftest import Api, add_host
 
 IMAGE = "registry.example:5000/demo/app:v1"
@@ -247,6 +255,27 @@ async def test_list_filters(api: Api) -> None:
 
 
 # -- placement and capacity -------------------------------------------------------------------
+
+
+async def test_a_performance_cpu_reserves_a_core_and_shared_cpus_share_one(api: Api) -> None:
+    """The host has 16 slots (2 cores at SHARED_CPUS_PER_CORE = 8)."""
+    await make_app(api)
+
+    def sized(kind: str, cpus: int) -> dict[str, object]:
+        guest = {"cpu_kind": kind, "cpus": cpus, "memory_mb": 256}
+        return {"config": {"image": IMAGE, "guest": guest}, "skip_launch": True}
+
+    assert SHARED_CPUS_PER_CORE == 8
+    for _ in range(8):
+        r = await api.client.post("/v1/apps/web/machines", json=sized("shared", 1))
+        assert r.status_code == 200, r.text
+    r = await api.client.post("/v1/apps/web/machines", json=sized("performance", 1))
+    assert r.status_code == 200, r.text
+    r = await api.client.post("/v1/apps/web/machines", json=sized("performance", 1))
+    assert r.status_code == 412
+    assert "1 performance cpu(s) and 256 MB" in r.json()["error"]
+    alloc = Allocation.from_json((await api.store.get(hostalloc_key("h1"))).value)  # type: ignore[union-attr]
+    assert alloc.cpus == 16
 
 
 async def test_insufficient_capacity_names_the_regions(api: Api) -> None:

@@ -11,6 +11,7 @@ from roost.runtime.oci import (
     hosts_file,
     resolv_conf,
 )
+from roost.spec.config import SHARED_CPUS_PER_CORE
 
 
 def _spec(**kw: object) -> LaunchSpec:
@@ -56,7 +57,7 @@ def test_image_path_wins_over_default() -> None:
 
 
 def test_root_hostname_and_resources() -> None:
-    spec = _spec(resources=Resources(cpus=2, memory_mb=512, pids_limit=64))
+    spec = _spec(resources=Resources(cpus=2, memory_mb=512, cpu_kind="performance", pids_limit=64))
     c = _config(spec)
     assert c["root"] == {"path": "/state/m/rootfs", "readonly": False}
     assert c["hostname"] == "0123456789abcd"
@@ -70,6 +71,14 @@ def test_root_hostname_and_resources() -> None:
     assert linux["maskedPaths"] == list(MASKED_PATHS)
     assert "/proc/sys" in linux["readonlyPaths"]
     assert _config(_spec(hostname="web-1"))["hostname"] == "web-1"
+
+
+def test_shared_cpus_weigh_a_fraction_of_a_core_and_burst_to_one() -> None:
+    shared = _config(_spec(resources=Resources(cpus=2, cpu_kind="shared")))["linux"]
+    performance = _config(_spec(resources=Resources(cpus=2, cpu_kind="performance")))["linux"]
+    cpu, whole = shared["resources"]["cpu"], performance["resources"]["cpu"]
+    assert cpu["shares"] * SHARED_CPUS_PER_CORE == whole["shares"]
+    assert cpu["quota"] == whole["quota"] == 2 * cpu["period"]
 
 
 def test_namespaces_join_given_netns_or_make_one() -> None:
