@@ -164,7 +164,7 @@ async def test_cgroup_limits_are_applied(runc_env: RuncEnv, busybox_rootfs: Path
     assert read("memory", "memory.memsw.limit_in_bytes") == str(64 << 20)
     assert read("cpu", "cpu.cfs_quota_us") == "200000"
     assert read("cpu", "cpu.cfs_period_us") == "100000"
-    assert read("cpu", "cpu.shares") == "2048"
+    assert read("cpu", "cpu.shares") == "256"  # two shared vCPUs: 2 x 1024 / 8
     assert read("pids", "pids.max") == "100"
     await driver.stop(MID, signal.SIGKILL, 5)
 
