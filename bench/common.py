@@ -254,7 +254,7 @@ def http_service(*, soft: int, hard: int, internal_port: int = 8080) -> dict[str
 
 
 @contextmanager
-def platform(prefix: str) -> Iterator[Platform]:
+def platform(prefix: str, server_args: Sequence[str] = ()) -> Iterator[Platform]:
     """Routes, a registry and a ``roost server`` in a temp dir; all undone on the way out."""
     with ExitStack() as stack:
         stack.enter_context(sigterm_as_exit())
@@ -264,6 +264,7 @@ def platform(prefix: str) -> Iterator[Platform]:
         asyncio.run(registry.start())
         stack.callback(lambda: asyncio.run(registry.stop()))
         server = private_server(tmp / "roost")
+        server.extra_args = list(server_args)
         stack.callback(server.cleanup)
         server.start()
         api = stack.enter_context(server.client())
