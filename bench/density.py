@@ -19,15 +19,12 @@ and subnet):
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 from pathlib import Path
 
 import httpx
 from common import median, ms, percentile, platform
-
-SHIM_LOG = "shim.log"
 
 
 def create_and_start(api: httpx.Client, app: str, image: str, count: int) -> list[float]:
@@ -45,24 +42,15 @@ def create_and_start(api: httpx.Client, app: str, image: str, count: int) -> lis
     return took
 
 
-def shim_memory_kb(machines_dir: Path) -> tuple[int, int, int]:
-    """(shims, total RSS kB, total PSS kB) of the processes whose stdout is a shim log."""
-    count = rss = pss = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            out = Path(os.readlink(proc / "fd" / "1"))
-            if out.name != SHIM_LOG or out.parent.parent != machines_dir:
-                continue
-            rollup = (proc / "smaps_rollup").read_text()
-        except OSError:
-            continue
+def memory_kb(pids: list[int]) -> tuple[int, int]:
+    """(total RSS kB, total PSS kB) of ``pids``."""
+    rss = pss = 0
+    for pid in pids:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         fields = {line.split(":")[0]: line.split()[1] for line in rollup.splitlines()[1:]}
-        count += 1
         rss += int(fields["Rss"])
         pss += int(fields["Pss"])
-    return count, rss, pss
+    return rss, pss
 
 
 def list_latency(api: httpx.Client, app: str, lists: int, **params: object) -> list[float]:
@@ -113,7 +101,9 @@ def main() -> None:
             t.join()
         wall = time.perf_counter() - began
         took = [t for r in results for t in r]
-        shims, rss, pss = shim_memory_kb(plat.server.data_dir / "agent" / "machines")
+        shim_pids = plat.server.shims()
+        shims = len(shim_pids)
+        rss, pss = memory_kb(shim_pids)
 
         api.post("/v1/apps", json={"name": "records"}).raise_for_status()
         config = {"image": image, "guest": {"cpus": 1, "memory_mb": 128}}

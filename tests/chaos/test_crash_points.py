@@ -12,11 +12,8 @@ directory) for a destroyed one.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -92,7 +89,7 @@ def _crash_and_recover(
     else:
         machine = create(c, app, config)
         wait(c, app, machine["id"], "started")
-        before = _container_pid(server, machine["id"])
+        before = server.container_pid(machine["id"])
         _operate(c, app, machine["id"], plan)
     mid = machine["id"]
 
@@ -140,12 +137,11 @@ def _assert_host_matches(
     mid = machine["id"]
     states = [m["state"] for m in c.get(f"/v1/apps/{app}/machines").json() if m["id"] == mid]
     assert not set(states) & TRANSIENT, states
-    containers = _containers(server, mid)
-    shims = _processes_writing_to(server.data_dir / "agent" / "machines" / mid / "shim.log")
+    containers, shims = server.containers(mid), server.shims(mid)
     if wanted == "started":
         assert [s for s in containers if s == "running"] == ["running"], containers
         assert len(shims) == 1, shims
-        pid = _container_pid(server, mid)
+        pid = server.container_pid(mid)
         if before is not None:
             assert pid != before, "the restart did not replace the process"
         assert "Hello from roost" in http_get(f"http://{ipv4(machine, server)}:8080/").text
@@ -154,42 +150,6 @@ def _assert_host_matches(
         assert shims == [], shims
     else:
         assert containers == [] and shims == []
-        assert not (server.data_dir / "agent" / "machines" / mid).exists()
+        assert not (server.machines_dir / mid).exists()
         names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert mid not in names
-
-
-def _containers(server: RoostServer, mid: str) -> list[str]:
-    out = subprocess.run(
-        ["runc", "--root", str(server.data_dir / "agent/runc"), "list", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [c["status"] for c in json.loads(out or "[]") or [] if c["id"] == mid]
-
-
-def _container_pid(server: RoostServer, mid: str) -> int | None:
-    out = subprocess.run(
-        ["runc", "--root", str(server.data_dir / "agent/runc"), "state", mid],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        return None
-    state = json.loads(out.stdout)
-    return state["pid"] if state["status"] == "running" else None
-
-
-def _processes_writing_to(log: Path) -> list[int]:
-    """The shims of a machine: a shim's stdout is its machine's shim log."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(proc / "fd" / "1")) == log:
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found

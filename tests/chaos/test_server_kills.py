@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from roost.spec.states import TRANSIENT
-from tests.chaos.test_crash_points import _containers, _processes_writing_to
 from tests.fixtures.platform import RoostServer, new_server
 from tests.integration.platform.helpers import destroy, new_app, until
 
@@ -87,8 +86,7 @@ def _mismatches(server: RoostServer, c: httpx.Client, app: str) -> list[str]:
     found = []
     for machine in machines:
         mid, state = machine["id"], machine["state"]
-        containers = _containers(server, mid)
-        shims = _processes_writing_to(server.data_dir / "agent" / "machines" / mid / "shim.log")
+        containers, shims = server.containers(mid), server.shims(mid)
         if state in TRANSIENT:
             found.append(f"{mid} is {state}")
         elif state == "started" and (containers != ["running"] or len(shims) != 1):

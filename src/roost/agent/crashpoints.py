@@ -6,7 +6,8 @@ flush, shims and machines left running. The supervisor names a point on each sid
 every journal write of a run, ``PLAN:begun``, ``PLAN:STEP`` (the step's effect done,
 the journal not yet told), ``PLAN:STEP:journalled`` and ``PLAN:finished`` (the journal
 closed, the outcome not yet stored), so ``tests/chaos`` can kill the agent at each one
-and check the machine still settles. Unset, a point costs one string comparison.
+and check the machine still settles. Unset, a point costs one truth test: the name is
+joined from its parts only when a crash is armed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,6 @@ ENV = "ROOST_CRASH_AT"
 _armed = os.environ.get(ENV, "")
 
 
-def reached(point: str) -> None:
-    if _armed and point == _armed:
+def reached(*parts: str) -> None:
+    if _armed and ":".join(parts) == _armed:
         os.kill(os.getpid(), signal.SIGKILL)

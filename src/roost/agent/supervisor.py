@@ -258,19 +258,19 @@ class Supervisor:
         try:
             if run.step == 0:
                 await self._begin(run, record)
-                crashpoints.reached(f"{run.plan}:begun")
+                crashpoints.reached(run.plan, "begun")
             while run.step < len(steps):
                 step = steps[run.step]
                 await getattr(self, f"_step_{step}")(run, record)
-                crashpoints.reached(f"{run.plan}:{step}")
+                crashpoints.reached(run.plan, step)
                 self._ctx.journal.advance(run)
-                crashpoints.reached(f"{run.plan}:{step}:journalled")
+                crashpoints.reached(run.plan, step, "journalled")
             # The journal may close the run before its outcome is stored: if that write
             # is lost, the generation is simply applied again, and every step is
             # idempotent.
             write = self._end(run, record)
             self._ctx.journal.finish(run, "done")
-            crashpoints.reached(f"{run.plan}:finished")
+            crashpoints.reached(run.plan, "finished")
             if write is not None:
                 await write
         except StepFailed as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from roost.cli import host_options
 from roost.cli.session import Session, default_data_dir
 
 STORE_HELP = "The fleet's store: etcd://HOST:PORT[,HOST:PORT...] (or sqlite:PATH for one host)."
@@ -74,15 +75,9 @@ def api(
 @click.command("agent")
 @click.option("--store", "store_url", required=True, metavar="URL", help=STORE_HELP)
 @click.option("--region", required=True, help="This host's region, e.g. ams.")
-@click.option(
-    "--region-alias",
-    "region_aliases",
-    multiple=True,
-    metavar="CODE",
-    help="Another region name this host answers to, e.g. a Fly code (repeatable).",
-)
+@host_options.region_aliases
 @click.option("--host-id", help="This host's id [default: generated once, kept in the data dir].")
-@click.option("--cpus", type=click.IntRange(min=1), help="Schedulable CPUs [default: 8 per core].")
+@host_options.cpus
 @click.option(
     "--memory",
     "memory_mb",

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from roost.cli import host_options
 from roost.cli.session import Session
 
 
@@ -19,13 +20,7 @@ from roost.cli.session import Session
 )
 @click.option("--api-listen", metavar="HOST:PORT", help="API address [default: 127.0.0.1:4280].")
 @click.option("--region", help="This host's region [default: local].")
-@click.option(
-    "--region-alias",
-    "region_aliases",
-    multiple=True,
-    metavar="CODE",
-    help="Another region name this host answers to, e.g. a Fly code (repeatable).",
-)
+@host_options.region_aliases
 @click.option(
     "--driver",
     type=click.Choice(["runc", "process"]),
@@ -38,14 +33,7 @@ from roost.cli.session import Session
 )
 @click.option("--no-registry", is_flag=True, help="Run without the local image registry.")
 @click.option("--no-demo-images", is_flag=True, help="Do not build the demo images.")
-@click.option(
-    "--cpus",
-    type=click.IntRange(min=1),
-    help=(
-        "CPU slots to schedule: a shared vCPU takes one, a performance vCPU a whole "
-        "core's worth [default: 8 per core]."
-    ),
-)
+@host_options.cpus
 @click.option(
     "--memory",
     "memory_mb",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -265,7 +264,7 @@ def test_kill_and_restart_readopts_and_finishes_interrupted_stop(
     stubborn = run(c, app, shell(demo_images, "trap '' TERM INT; while true; do sleep 1; done"))
     web = run(c, app, {"image": demo_images["roost/hello"]})
     url = f"http://{ipv4(web, roost)}:8080/"
-    pids = {m["id"]: _container_pid(roost, m["id"]) for m in (stubborn, web)}
+    pids = {m["id"]: roost.container_pid(m["id"]) for m in (stubborn, web)}
 
     # The stop waits out its timeout; kill the server in the middle of it.
     r = c.post(
@@ -283,26 +282,12 @@ def test_kill_and_restart_readopts_and_finishes_interrupted_stop(
     roost.start()
     c = roost.client()
     assert get(c, app, web["id"])["state"] == "started"
-    assert _container_pid(roost, web["id"]) == pids[web["id"]]  # adopted, not restarted
+    assert roost.container_pid(web["id"]) == pids[web["id"]]  # adopted, not restarted
     assert http_get(url).text == "Hello from roost\n"
     wait(c, app, stubborn["id"], "stopped", timeout=20)
-    assert _container_pid(roost, stubborn["id"]) is None
+    assert roost.container_pid(stubborn["id"]) is None
     for m in (stubborn, web):
         destroy(c, app, m["id"])
-
-
-def _container_pid(roost: RoostServer, mid: str) -> int | None:
-    out = subprocess.run(
-        ["runc", "--root", str(roost.data_dir / "agent/runc"), "state", mid],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        return None
-    import json
-
-    state = json.loads(out.stdout)
-    return state["pid"] if state["status"] == "running" else None
 
 
 def test_suspend_falls_back_to_stop_and_says_so(

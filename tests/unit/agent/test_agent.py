@@ -77,6 +77,21 @@ class World:
     async def wait(self, mid: str, state: str) -> None:
         await self.machines.wait("web", mid, states=[state], timeout=5)
 
+    async def order(self, mid: str, desired: str, action: str) -> int:
+        """Record an order as the API would, behind the agent's back; its generation."""
+        kv = await self.store.get(f"/machines/web/{mid}")
+        assert kv is not None
+        record = MachineRecord.from_json(kv.value)
+        record.desired, record.generation, record.action = desired, record.generation + 1, action
+        await self.store.put(kv.key, record.to_json())
+        return record.generation
+
+    def journal_run(self, mid: str, generation: int, plan: str) -> None:
+        """Leave a run at its first step, as an agent killed just after starting it would."""
+        journal = Journal(self.tmp / "journal.db")
+        journal.begin(Run(mid, "web", generation, plan))
+        journal.close()
+
     async def kinds(self, mid: str) -> list[tuple[str, str, str]]:
         events = await self.machines.events("web", mid, 50)
         return [(e["type"], e["status"], e["source"]) for e in reversed(events)]
@@ -248,14 +263,7 @@ async def test_interrupted_run_is_resumed(world: World) -> None:
     await world.stop_agent()
     # The previous agent died while applying a stop: the desire is recorded and the
     # journal holds the run at its first step.
-    kv = await world.store.get(f"/machines/web/{mid}")
-    assert kv is not None
-    record = MachineRecord.from_json(kv.value)
-    record.desired, record.generation, record.action = "stopped", record.generation + 1, "stop"
-    await world.store.put(kv.key, record.to_json())
-    journal = Journal(world.tmp / "journal.db")
-    journal.begin(Run(mid, "web", record.generation, "stop"))
-    journal.close()
+    world.journal_run(mid, await world.order(mid, "stopped", "stop"), "stop")
     await world.start_agent()
     await world.wait(mid, "stopped")
     assert mid not in world.driver.running
@@ -268,15 +276,8 @@ async def test_an_order_newer_than_the_resumed_run_is_applied_after_it(world: Wo
     mid = await world.create()
     await world.wait(mid, "started")
     await world.stop_agent()
-    kv = await world.store.get(f"/machines/web/{mid}")
-    assert kv is not None
-    record = MachineRecord.from_json(kv.value)
-    stop_generation = record.generation + 1
-    journal = Journal(world.tmp / "journal.db")
-    journal.begin(Run(mid, "web", stop_generation, "stop"))
-    journal.close()
-    record.desired, record.generation, record.action = "destroyed", stop_generation + 1, "destroy"
-    await world.store.put(kv.key, record.to_json())
+    world.journal_run(mid, await world.order(mid, "stopped", "stop"), "stop")
+    await world.order(mid, "destroyed", "destroy")
     await world.start_agent()
     await world.wait(mid, "destroyed")
     assert mid in world.driver.destroyed
@@ -295,12 +296,7 @@ async def test_any_recorded_state_converges_after_a_crash(world: World, recorded
     status = MachineStatus.from_json(kv.value)
     status.state = recorded
     await world.store.put(status_key, status.to_json())
-    # The order the API recorded before the crash.
-    kv = await world.store.get(f"/machines/web/{mid}")
-    assert kv is not None
-    record = MachineRecord.from_json(kv.value)
-    record.desired, record.generation, record.action = "started", record.generation + 1, "start"
-    await world.store.put(kv.key, record.to_json())
+    await world.order(mid, "started", "start")  # recorded by the API before the crash
     await world.start_agent()
     await world.wait(mid, "started")
     assert mid in world.driver.running and world.driver.starts == [mid], "adopted, not twice"
